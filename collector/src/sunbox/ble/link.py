@@ -1,0 +1,199 @@
+"""One persistent BLE link per device: connect, set up, poll forever, recover.
+
+The design point is BlueZ issue #947 (a ``Disconnect()`` that never answers, after
+which BlueZ believes a dead link is still up): a healthy link is never disconnected
+by Sunbox. After a good read it stays open and is polled again every
+``poll_interval_s``. Only a link that stops answering (timeout) or keeps returning
+bad frames is dropped, with a disconnect bounded by ``disconnect_timeout_s``; then
+stale BlueZ state is cleared (bleak-retry-connector ``close_stale_connections``) and
+the link is re-established with exponential backoff and jitter. Connection setup is
+serialised per adapter, and repeated failures escalate to an adapter power-cycle
+(:class:`~sunbox.ble.adapter.AdapterSupervisor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bleak import BleakClient
+from bleak.exc import BleakError
+from bleak_retry_connector import (
+    BleakClientWithServiceCache,
+    close_stale_connections,
+    establish_connection,
+)
+
+from sunbox.config import BleConfig, DeviceConfig
+from sunbox.drivers.base import AuthenticationError, Driver
+from sunbox.model import Health, Reading, now_ms
+from sunbox.protocols.errors import FrameError
+
+from .adapter import AdapterSupervisor, Backoff
+from .gatt import GattLink, LinkTimeout
+from .scanner import Scanner
+
+LOG = logging.getLogger(__name__)
+
+Publish = Callable[[Reading], None]
+
+
+class DeviceLink:
+    """Keeps one device connected and publishes its readings and health."""
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        driver: Driver,
+        ble: BleConfig,
+        scanner: Scanner,
+        supervisor: AdapterSupervisor,
+        publish: Publish,
+        client_backend: type[Any] | None = None,
+    ) -> None:
+        self.device = device
+        self.driver = driver
+        self.ble = ble
+        self.scanner = scanner
+        self.supervisor = supervisor
+        self.publish = publish
+        self.client_backend = client_backend
+        self.health = Health(device_id=device.id)
+        self.backoff = Backoff(ble.backoff_initial_s, ble.backoff_max_s)
+        self.readings = 0
+        self._disconnected = asyncio.Event()
+        self._client: BleakClient | None = None
+        self._link: GattLink | None = None
+
+    # --- one attempt ------------------------------------------------------------
+
+    def _on_disconnect(self, _client: BleakClient) -> None:
+        self._disconnected.set()
+
+    async def _connect(self) -> GattLink:
+        ble_device = await self.scanner.wait_for(self.device.address, self.ble.device_wait_s)
+        if ble_device is None:
+            raise LinkTimeout(f"{self.device.address} not seen for {self.ble.device_wait_s:g} s")
+        kwargs: dict[str, Any] = {"timeout": self.ble.connect_timeout_s}
+        if self.client_backend is not None:
+            kwargs["backend"] = self.client_backend
+        else:
+            kwargs["bluez"] = {"adapter": self.ble.adapter}
+        async with self.supervisor.connect_lock:
+            await close_stale_connections(ble_device)
+            self._disconnected.clear()
+            client = await asyncio.wait_for(
+                establish_connection(
+                    BleakClientWithServiceCache,
+                    ble_device,
+                    self.device.id,
+                    disconnected_callback=self._on_disconnect,
+                    max_attempts=2,
+                    ble_device_callback=lambda: self.scanner.device(self.device.address) or ble_device,
+                    **kwargs,
+                ),
+                self.ble.connect_timeout_s * 3,
+            )
+        self._client = client
+        link = self.driver.make_link(client, self.ble.operation_timeout_s)
+        await link.start()
+        await asyncio.wait_for(self.driver.setup(link), self.ble.operation_timeout_s * 8)
+        return link
+
+    async def _disconnect(self) -> None:
+        client, self._client, self._link = self._client, None, None
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.disconnect(), self.ble.disconnect_timeout_s)
+        except (TimeoutError, BleakError, OSError, EOFError) as exc:
+            LOG.warning("%s: disconnect did not complete (%s); carrying on", self.device.id, exc or type(exc).__name__)
+
+    async def poll_once(self, link: GattLink) -> Reading:
+        """One poll: a reading, published; updates latency and counters."""
+        started = time.monotonic()
+        time_ms = now_ms()
+        values = await asyncio.wait_for(self.driver.poll(link), self.ble.operation_timeout_s * 3)
+        self.health.poll_latency_ms = round((time.monotonic() - started) * 1000, 1)
+        reading = Reading(self.device.id, self.driver.kind, time_ms, values)
+        self.publish(reading)
+        self.readings += 1
+        self.health.last_reading_ms = time_ms
+        self.health.consecutive_errors = 0
+        return reading
+
+    def _count_error(self, exc: BaseException) -> None:
+        self.health.consecutive_errors += 1
+        self.health.errors_total += 1
+        self.health.last_error = f"{type(exc).__name__}: {exc}"[:200]
+
+    def publish_health(self) -> None:
+        self.health.rssi = self.scanner.rssi(self.device.address)
+        self.health.skipped_frames = self.driver.skipped_bytes
+        self.publish(self.health.snapshot())
+
+    async def _serve(self, link: GattLink) -> None:
+        """Poll an open link until it must be dropped (returns) or the task is cancelled."""
+        loop = asyncio.get_running_loop()
+        poll_errors = 0
+        next_poll = loop.time()
+        while True:
+            if self._disconnected.is_set():
+                raise BleakError("link lost")
+            try:
+                await self.poll_once(link)
+                poll_errors = 0
+            except FrameError as exc:
+                poll_errors += 1
+                self._count_error(exc)
+                LOG.warning("%s: bad frame skipped (%s)", self.device.id, exc)
+                if poll_errors >= self.device.max_poll_errors:
+                    raise
+            next_poll += self.device.poll_interval_s
+            delay = max(0.0, next_poll - loop.time())
+            if delay == 0.0:
+                next_poll = loop.time()
+            try:
+                await asyncio.wait_for(self._disconnected.wait(), delay)
+            except TimeoutError:
+                pass
+
+    # --- the forever loop -------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled. Never raises except CancelledError."""
+        first = True
+        try:
+            while True:
+                if not first:
+                    self.health.reconnects += 1
+                first = False
+                try:
+                    link = await self._connect()
+                    self._link = link
+                    self.supervisor.report_success()
+                    self.backoff.reset()
+                    self.health.connected = True
+                    LOG.info("%s: connected to %s", self.device.id, self.device.address)
+                    self.publish_health()
+                    await self._serve(link)
+                except asyncio.CancelledError:
+                    raise
+                except (AuthenticationError, FrameError, LinkTimeout, TimeoutError, BleakError, OSError, EOFError) as exc:
+                    self._count_error(exc)
+                    LOG.warning("%s: link dropped: %s: %s", self.device.id, type(exc).__name__, exc)
+                    if not self.health.connected:
+                        await self.supervisor.report_failure()
+                except Exception as exc:  # noqa: BLE001 - a driver bug must not kill the service
+                    self._count_error(exc)
+                    LOG.exception("%s: unexpected error", self.device.id)
+                self.health.connected = False
+                await self._disconnect()
+                self.publish_health()
+                await asyncio.sleep(self.backoff.next_delay())
+        finally:
+            self.health.connected = False
+            await asyncio.shield(self._disconnect())

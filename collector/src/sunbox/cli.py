@@ -1,0 +1,137 @@
+"""The ``sunbox`` command line: run, scan, decode, sim."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from sunbox import config as config_mod
+from sunbox.protocols import jbd, litime
+from sunbox.protocols.errors import FrameError
+
+DECODERS = {"jbd": jbd.decode, "litime": litime.decode}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sunbox", description="Sunbox solar monitor collector")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the collector service")
+    run.add_argument("-c", "--config", type=Path, default=config_mod.DEFAULT_PATH)
+    run.add_argument("--check", action="store_true", help="validate the configuration and exit")
+
+    scan = sub.add_parser("scan", help="list nearby devices with RSSI and the driver for each")
+    scan.add_argument("-c", "--config", type=Path, default=None, help="take the BLE backend from this config")
+    scan.add_argument("-t", "--timeout", type=float, default=10.0)
+    scan.add_argument("--adapter", default="hci0")
+
+    decode = sub.add_parser("decode", help="decode one frame given in hex")
+    decode.add_argument("protocol", choices=sorted(DECODERS))
+    decode.add_argument("hex")
+
+    sim = sub.add_parser("sim", help="run the simulated devices (bumble)")
+    sim.add_argument("--hci", default="tcp-server:127.0.0.1:9001", help="bumble transport for the central side")
+    sim.add_argument("--jbd-password", default=None, help="require this FF AA password")
+    sim.add_argument("--jbd-passkey", type=int, default=None, help="require BLE passkey pairing")
+    sim.add_argument("--jbd-address", default="A4:C1:37:00:00:01")
+    sim.add_argument("--litime-address", default="C8:47:80:00:00:02")
+    return parser
+
+
+def cmd_decode(protocol: str, text: str) -> int:
+    try:
+        frame = bytes.fromhex(text.replace(" ", "").replace(":", ""))
+    except ValueError:
+        print(f"sunbox decode: not hex: {text!r}", file=sys.stderr)
+        return 1
+    try:
+        values = DECODERS[protocol](frame)
+    except FrameError as exc:
+        print(f"sunbox decode: bad {protocol} frame: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(values, sort_keys=True))
+    return 0
+
+
+async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None) -> int:
+    from sunbox.ble.scanner import Scanner
+    from sunbox.drivers import driver_for_advert
+    from sunbox.service import open_backend
+
+    backend_cls = None
+    closers = []
+    if cfg is not None:
+        backend = await open_backend(cfg)
+        backend_cls, closers = backend.scanner, backend.closers
+        adapter = cfg.ble.adapter
+    scanner = Scanner("active", adapter, backend_cls)
+    await scanner.start()
+    await asyncio.sleep(timeout)
+    await scanner.stop()
+    for closer in closers:
+        await closer.close()
+    for address, seen in sorted(scanner.seen.items(), key=lambda kv: -(kv[1].advertisement.rssi or -127)):
+        adv = seen.advertisement
+        driver = driver_for_advert(adv.local_name, adv.service_uuids) or "-"
+        print(f"{address}  {adv.rssi:>4} dBm  {driver:<8} {adv.local_name or ''}")
+    return 0
+
+
+async def _sim(args: argparse.Namespace) -> int:
+    from sunbox.sim.peripherals import JbdSimulator, LiTimeSimulator, SimWorld
+
+    world = SimWorld()
+    world.add(JbdSimulator(world.link, args.jbd_address, password=args.jbd_password, passkey=args.jbd_passkey))
+    world.add(LiTimeSimulator(world.link, args.litime_address))
+    transport = await world.serve(args.hci)
+    await world.start()
+    logging.getLogger("sunbox.sim").info("simulators advertising; central controller on %s", args.hci)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await transport.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "decode":
+        return cmd_decode(args.protocol, args.hex)
+    if args.command == "run":
+        try:
+            cfg = config_mod.load(args.config)
+        except config_mod.ConfigError as exc:
+            print(f"sunbox: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        if args.check:
+            print(f"{args.config}: OK, {len(cfg.devices)} device(s)")
+            return 0
+        logging.getLogger().setLevel(cfg.log_level)
+        from sunbox.service import run_service
+
+        asyncio.run(run_service(cfg))
+        return 0
+    if args.command == "scan":
+        scan_cfg = None
+        if args.config is not None:
+            try:
+                scan_cfg = config_mod.load(args.config)
+            except config_mod.ConfigError as exc:
+                print(f"sunbox: invalid configuration: {exc}", file=sys.stderr)
+                return 2
+        return asyncio.run(_scan(args.timeout, args.adapter, scan_cfg))
+    if args.command == "sim":
+        try:
+            return asyncio.run(_sim(args))
+        except KeyboardInterrupt:
+            return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

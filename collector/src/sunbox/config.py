@@ -1,0 +1,192 @@
+"""Collector configuration: loaded from YAML and validated once, at the edge.
+
+Errors name the offending key, e.g. ``devices.1.address: not a Bluetooth MAC address``.
+See ``docs/configuration.md`` for every key with its default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_PATH = Path("/etc/sunbox/sunbox.yaml")
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+_DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttConfig(_Strict):
+    """Broker connection. Anonymous access is not supported: username and password are required."""
+
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str
+    password: str | None = None
+    password_file: Path | None = None
+    client_id: str = "sunbox-collector"
+    tls: bool = False
+    ca_file: Path | None = None
+    topic_prefix: str = "sunbox"
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttConfig:
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError("set exactly one of password or password_file")
+        return self
+
+    def resolved_password(self) -> str:
+        """The password, read from ``password_file`` when that is set."""
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        assert self.password is not None
+        return self.password
+
+
+class QueueConfig(_Strict):
+    """On-disk queue for readings while the broker is unreachable."""
+
+    path: Path = Path("/var/lib/sunbox/queue.sqlite3")
+    max_age_s: Annotated[float, Field(gt=0)] = 7 * 24 * 3600.0
+    max_messages: Annotated[int, Field(ge=100)] = 2_000_000
+
+
+class BleConfig(_Strict):
+    """Bluetooth settings shared by every device on one adapter."""
+
+    adapter: str = "hci0"
+    backend: Literal["bluez", "bumble"] = "bluez"
+    #: bumble HCI transport, e.g. ``tcp-client:127.0.0.1:9001`` (``sunbox sim`` serves one).
+    bumble_transport: str = "tcp-client:127.0.0.1:9001"
+    scanning_mode: Literal["passive", "active"] = "passive"
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
+    operation_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    disconnect_timeout_s: Annotated[float, Field(gt=0, le=30)] = 5.0
+    backoff_initial_s: Annotated[float, Field(gt=0)] = 1.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
+    #: consecutive failed connects (across devices) before the adapter is power-cycled
+    power_cycle_after: Annotated[int, Field(ge=1)] = 6
+    power_cycle_min_interval_s: Annotated[float, Field(ge=0)] = 900.0
+    device_wait_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class DeviceConfig(_Strict):
+    """One monitored device."""
+
+    id: str
+    driver: Literal["jbd", "litime"]
+    address: str
+    name: str | None = None
+    poll_interval_s: Annotated[float, Field(ge=0.5, le=3600)] = 5.0
+    #: consecutive failed polls on an open link before it is dropped
+    max_poll_errors: Annotated[int, Field(ge=1)] = 3
+    #: JBD FF AA handshake user password (6 characters); None = no handshake
+    password: str | None = None
+    #: BLE passkey for devices that need pairing (newer JBD firmware)
+    passkey: Annotated[int, Field(ge=0, le=999999)] | None = None
+    #: LiTime: allow switching the load output (register 0x0120)
+    control: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _DEVICE_ID.match(value):
+            raise ValueError("use 1-63 lower-case letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not _MAC.match(value):
+            raise ValueError("not a Bluetooth MAC address (AA:BB:CC:DD:EE:FF)")
+        return value.upper()
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 6 or not value.isascii()):
+            raise ValueError("JBD passwords are 6 ASCII characters")
+        return value
+
+    @model_validator(mode="after")
+    def _driver_options(self) -> DeviceConfig:
+        if self.driver != "jbd" and (self.password is not None or self.passkey is not None):
+            raise ValueError("password and passkey apply to the jbd driver only")
+        if self.driver != "litime" and self.control:
+            raise ValueError("control applies to the litime driver only")
+        return self
+
+
+class Config(_Strict):
+    """The whole collector configuration (``/etc/sunbox/sunbox.yaml``)."""
+
+    mqtt: MqttConfig
+    queue: QueueConfig = QueueConfig()
+    ble: BleConfig = BleConfig()
+    devices: list[DeviceConfig] = []
+    health_interval_s: Annotated[float, Field(ge=1)] = 30.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        seen: set[str] = set()
+        for device in self.devices:
+            if device.id in seen:
+                raise ValueError(f"device id {device.id!r} is used twice")
+            seen.add(device.id)
+        return self
+
+
+def _format(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def parse(data: Any) -> Config:
+    """Validate an already-loaded mapping.
+
+    Raises:
+        ConfigError: naming every offending key.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("(top level): the configuration must be a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None
+
+
+def load(path: Path) -> Config:
+    """Read and validate a YAML configuration file.
+
+    Raises:
+        ConfigError: unreadable file, YAML syntax error, or invalid keys.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML syntax error: {exc}") from None
+    return parse(data)

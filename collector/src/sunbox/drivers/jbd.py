@@ -1,0 +1,116 @@
+"""JBD BMS driver: GATT FF00 / notify FF01 / write FF02.
+
+Per connection: optional passkey pairing (newer firmware), optional ``FF AA`` password
+handshake (0x15 -> 0x17 -> 0x18 -> 0x17 -> 0x1D, syssi/esphome-jbd-bms PR #148), then
+register 0x05 (model) once. Per poll: 0x03 (basic info) and 0x04 (cell voltages).
+Protocol details and sources: :mod:`sunbox.protocols.jbd`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sunbox.ble.gatt import GattLink
+from sunbox.protocols import jbd
+from sunbox.protocols.errors import FrameError
+
+from .base import AuthenticationError, Driver, PairingRequired
+
+
+class FfaaAssembler:
+    """Frames ``FF AA cmd len data chk`` from notification chunks."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.skipped_bytes = 0
+
+    def reset(self) -> None:
+        self._buffer.clear()
+
+    def feed(self, chunk: bytes | bytearray) -> list[bytes]:
+        self._buffer.extend(chunk)
+        start = self._buffer.find(jbd.FFAA_START)
+        if start < 0:
+            return []
+        if start:
+            self.skipped_bytes += start
+            del self._buffer[:start]
+        if len(self._buffer) < 4 or len(self._buffer) < self._buffer[3] + 5:
+            return []
+        length = self._buffer[3] + 5
+        frame = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        return [frame]
+
+
+class JbdDriver(Driver):
+    """JBD / Xiaoxiang / Vatrer (FF00 variant) BMS."""
+
+    name = "jbd"
+    kind = "battery"
+    service_uuid = "0000ff00-0000-1000-8000-00805f9b34fb"
+    notify_uuid = "0000ff01-0000-1000-8000-00805f9b34fb"
+    write_uuid = "0000ff02-0000-1000-8000-00805f9b34fb"
+    name_prefixes = ("JBD-", "DWCK", "DDCK", "SBL-", "SX1", "DWF")
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._assembler = jbd.FrameAssembler()
+
+    @property
+    def skipped_bytes(self) -> int:
+        return self._assembler.skipped_bytes
+
+    async def _ffaa(self, link: GattLink, frame: bytes) -> bytes:
+        reply = await link.request(frame, FfaaAssembler())
+        if reply == frame:
+            raise PairingRequired("the BMS echoes requests: configure its passkey for BLE pairing")
+        command, data = jbd.parse_ffaa(reply)
+        if command != frame[2] or len(data) != 1:
+            raise FrameError(f"unexpected FF AA reply {reply.hex()} to {frame.hex()}")
+        return data
+
+    async def _authenticate(self, link: GattLink, password: bytes) -> None:
+        mac = jbd.mac_bytes(link.address)
+        (code,) = await self._ffaa(link, jbd.ffaa_frame(jbd.FFAA_APP_KEY, jbd.APP_KEY))
+        if code == jbd.APP_KEY_NO_PASSWORD:
+            return
+        if code != jbd.APP_KEY_ACCEPTED:
+            raise AuthenticationError(f"app key rejected (code {code})")
+        (rnd,) = await self._ffaa(link, jbd.ffaa_frame(jbd.FFAA_GET_RANDOM))
+        (ack,) = await self._ffaa(link, jbd.user_password_frame(mac, password, rnd))
+        if ack != 0:
+            raise AuthenticationError("wrong password (FF AA 0x18 NACK)")
+        (rnd,) = await self._ffaa(link, jbd.ffaa_frame(jbd.FFAA_GET_RANDOM))
+        (ack,) = await self._ffaa(link, jbd.root_password_frame(mac, rnd))
+        if ack != 0:
+            raise AuthenticationError("root password refused (FF AA 0x1D NACK)")
+
+    async def _read(self, link: GattLink, register: int) -> bytes:
+        request = jbd.read_request(register)
+        frame = await link.request(request, self._assembler)
+        if frame == request:
+            raise PairingRequired("the BMS echoes requests: configure its passkey for BLE pairing")
+        response = jbd.parse_frame(frame)
+        if response.register != register:
+            raise FrameError(f"asked for register 0x{register:02x}, got 0x{response.register:02x}")
+        return response.data
+
+    async def setup(self, link: GattLink) -> None:
+        if self.config.passkey is not None:
+            await link.client.pair()
+        if self.config.password is not None:
+            await self._authenticate(link, self.config.password.encode())
+        self.static = {"model": jbd.decode_model(await self._read(link, jbd.REG_MODEL))}
+
+    async def poll(self, link: GattLink) -> dict[str, Any]:
+        values = jbd.decode_basic_info(await self._read(link, jbd.REG_BASIC_INFO))
+        cells = jbd.decode_cell_voltages(await self._read(link, jbd.REG_CELL_VOLTAGES))
+        if values["cell_count"] and len(cells) != values["cell_count"]:
+            raise FrameError(f"0x04 has {len(cells)} cells, 0x03 says {values['cell_count']}")
+        values["cell_voltages"] = cells
+        values["cell_voltage_min"] = min(cells)
+        values["cell_voltage_max"] = max(cells)
+        values["cell_voltage_delta"] = round(max(cells) - min(cells), 3)
+        values.update(self.static)
+        return values

@@ -1,0 +1,209 @@
+"""Publishes readings to MQTT (paho-mqtt), spilling to a disk queue while the broker is away.
+
+Topics (``prefix`` = ``sunbox`` by default), all QoS 1:
+
+* ``<prefix>/<device_id>/state``: reading JSON (see ``docs/data-model.md``)
+* ``<prefix>/<device_id>/health``: link health JSON, same envelope
+* ``<prefix>/<device_id>/availability``: ``online`` / ``offline``, retained
+* ``<prefix>/collector/availability``: ``online``, retained; last will ``offline``
+
+Ordering and loss: a message is published directly only while the broker is connected
+and the disk queue is empty; otherwise it is appended to the queue, which a drain
+thread replays in order (original payloads, so original timestamps) once the broker is
+back, deleting rows only after the broker acknowledged them. Messages still in flight
+at shutdown are written to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from sunbox.config import MqttConfig
+from sunbox.model import Reading, now_ms
+
+from .discovery import discovery_messages
+from .queue import DiskQueue, Message
+
+LOG = logging.getLogger(__name__)
+
+DRAIN_BATCH = 200
+
+
+class MqttPublisher:
+    """Thread-safe publisher; :meth:`publish_reading` may be called from the event loop."""
+
+    def __init__(self, config: MqttConfig, queue: DiskQueue) -> None:
+        self.config = config
+        self.queue = queue
+        self.prefix = config.topic_prefix
+        self.published = 0
+        self.queued = 0
+        self._lock = threading.RLock()
+        self._inflight: dict[int, Message] = {}
+        self._connected = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._discovery: dict[str, tuple[str, str | None]] = {}
+        self._availability: dict[str, str] = {}
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            clean_session=True,
+        )
+        client.username_pw_set(config.username, config.resolved_password())
+        if config.tls:
+            client.tls_set(ca_certs=str(config.ca_file) if config.ca_file else None)
+        client.will_set(f"{self.prefix}/collector/availability", "offline", qos=1, retain=True)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self.client = client
+        self._drainer = threading.Thread(target=self._drain_loop, name="mqtt-drain", daemon=True)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
+        self.client.loop_start()
+        self._drainer.start()
+
+    def stop(self) -> None:
+        """Announce offline, flush what the broker has not acknowledged to disk, disconnect."""
+        self._stop.set()
+        self._wake.set()
+        if self._drainer.is_alive():
+            self._drainer.join(10)
+        with self._lock:
+            if self._connected:
+                info = self.client.publish(f"{self.prefix}/collector/availability", "offline", qos=1, retain=True)
+                try:
+                    info.wait_for_publish(2)
+                except (RuntimeError, ValueError):
+                    pass
+            pending = [self._inflight[mid] for mid in sorted(self._inflight)]
+            self._inflight.clear()
+        if pending:
+            self.queue.put_many(pending)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # --- paho callbacks (network thread) ----------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            LOG.error("MQTT broker refused the connection: %s", reason)
+            return
+        LOG.info("MQTT connected to %s:%d", self.config.host, self.config.port)
+        client.publish(f"{self.prefix}/collector/availability", "online", qos=1, retain=True)
+        with self._lock:
+            self._connected = True
+            announcements = dict(self._discovery)
+            availability = dict(self._availability)
+        if self.config.discovery:
+            for device_id, (kind, model) in announcements.items():
+                self._announce(device_id, kind, model)
+        for device_id, state in availability.items():
+            client.publish(f"{self.prefix}/{device_id}/availability", state, qos=1, retain=True)
+        self._wake.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        with self._lock:
+            self._connected = False
+        if not self._stop.is_set():
+            LOG.warning("MQTT disconnected (%s); readings go to the disk queue", reason)
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        with self._lock:
+            self._inflight.pop(mid, None)
+
+    # --- publishing -------------------------------------------------------------
+
+    def _announce(self, device_id: str, kind: str, model: str | None) -> None:
+        for topic, payload in discovery_messages(
+            device_id, kind, model, self.prefix, self.config.discovery_prefix
+        ):
+            self.client.publish(topic, payload, qos=1, retain=True)
+
+    def register_device(self, device_id: str, kind: str, model: str | None = None) -> None:
+        """Remember a device for Home Assistant discovery (sent on every connect)."""
+        with self._lock:
+            known = self._discovery.get(device_id)
+            self._discovery[device_id] = (kind, model)
+            connected = self._connected
+        if connected and self.config.discovery and known != (kind, model):
+            self._announce(device_id, kind, model)
+
+    def set_availability(self, device_id: str, online: bool) -> None:
+        state = "online" if online else "offline"
+        with self._lock:
+            if self._availability.get(device_id) == state:
+                return
+            self._availability[device_id] = state
+            connected = self._connected
+        if connected:
+            self.client.publish(f"{self.prefix}/{device_id}/availability", state, qos=1, retain=True)
+
+    def publish(self, message: Message) -> None:
+        with self._lock:
+            if self._connected and len(self.queue) == 0:
+                info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    if message.qos:
+                        self._inflight[info.mid] = message
+                    self.published += 1
+                    return
+            self.queue.put(message)
+            self.queued += 1
+
+    def publish_reading(self, reading: Reading) -> None:
+        """Publish a reading (kind battery/charger) or health record to its topic."""
+        leaf = "health" if reading.kind == "health" else "state"
+        if reading.kind != "health":
+            self.register_device(reading.device_id, reading.kind, reading.values.get("model"))
+        else:
+            self.set_availability(reading.device_id, bool(reading.values.get("connected")))
+        self.publish(Message(f"{self.prefix}/{reading.device_id}/{leaf}", reading.to_json(), 1, False, reading.time_ms))
+
+    # --- drain (own thread) -----------------------------------------------------
+
+    def _drain_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(5)
+            self._wake.clear()
+            self.queue.prune(now_ms())
+            while self._connected and not self._stop.is_set() and len(self.queue):
+                if not self._drain_batch():
+                    break
+
+    def _drain_batch(self) -> bool:
+        batch = self.queue.peek(DRAIN_BATCH)
+        if not batch:
+            return True
+        infos = []
+        for _row_id, message in batch:
+            info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return False
+            infos.append(info)
+        try:
+            for info in infos:
+                info.wait_for_publish(15)
+                if not info.is_published():
+                    return False
+        except (RuntimeError, ValueError):
+            return False
+        self.queue.delete_through(batch[-1][0])
+        self.published += len(batch)
+        LOG.info("replayed %d queued messages, %d left", len(batch), len(self.queue))
+        return True

@@ -1,0 +1,114 @@
+"""``sunbox run``: the collector service wiring (config -> scanner, links, publisher)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from sunbox.ble.adapter import AdapterSupervisor, PowerCycle, bluez_power_cycle
+from sunbox.ble.link import DeviceLink, Publish
+from sunbox.ble.scanner import Scanner
+from sunbox.config import Config
+from sunbox.drivers import DRIVERS
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class BleBackend:
+    """Which bleak backend classes to use (None = the platform's, i.e. BlueZ)."""
+
+    client: type[Any] | None = None
+    scanner: type[Any] | None = None
+    power_cycle: PowerCycle | None = None
+    closers: list[Any] = field(default_factory=list)
+
+
+async def open_backend(config: Config) -> BleBackend:
+    """BlueZ on the appliance; a bumble host over a transport for ``backend: bumble``."""
+    if config.ble.backend == "bluez":
+        return BleBackend(power_cycle=bluez_power_cycle(config.ble.adapter))
+    from sunbox.sim.bleak_backend import BumbleCentral
+
+    central = await BumbleCentral.open(config.ble.bumble_transport)
+    for device in config.devices:
+        if device.passkey is not None:
+            central.passkeys[device.address] = device.passkey
+    return BleBackend(central.client_backend(), central.scanner_backend(), central.power_cycle, [central])
+
+
+class Collector:
+    """Owns the scanner and one :class:`DeviceLink` per configured device."""
+
+    def __init__(self, config: Config, backend: BleBackend, publish: Publish) -> None:
+        self.config = config
+        self.backend = backend
+        self.publish = publish
+        self.scanner = Scanner(config.ble.scanning_mode, config.ble.adapter, backend.scanner)
+        self.supervisor = AdapterSupervisor(
+            config.ble.adapter,
+            backend.power_cycle,
+            config.ble.power_cycle_after,
+            config.ble.power_cycle_min_interval_s,
+        )
+        self.links = [
+            DeviceLink(
+                device,
+                DRIVERS[device.driver](device),
+                config.ble,
+                self.scanner,
+                self.supervisor,
+                publish,
+                backend.client,
+            )
+            for device in config.devices
+        ]
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            for link in self.links:
+                link.publish_health()
+
+    async def run(self) -> None:
+        """Run until cancelled; every task is awaited on the way out."""
+        await self.scanner.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for link in self.links:
+                    group.create_task(link.run(), name=f"link-{link.device.id}")
+                group.create_task(self._health_loop(), name="health")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.scanner.stop(), 5)
+
+
+async def run_service(config: Config) -> None:
+    """The ``sunbox run`` main coroutine: stops cleanly on SIGTERM/SIGINT."""
+    from sunbox.mqtt.publisher import MqttPublisher
+    from sunbox.mqtt.queue import DiskQueue
+
+    queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
+    publisher = MqttPublisher(config.mqtt, queue)
+    publisher.start()
+    backend = await open_backend(config)
+    collector = Collector(config, backend, publisher.publish_reading)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await collector.run()
+    except asyncio.CancelledError:
+        LOG.info("stopping")
+    finally:
+        for closer in backend.closers:
+            with contextlib.suppress(Exception):
+                await closer.close()
+        await asyncio.to_thread(publisher.stop)
+        queue.close()

@@ -1,0 +1,1 @@
+"""Sunbox test stack: the real servers, provisioned and started for tests."""

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The Sunbox test command: installs what the tests need, runs the lint gates, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+if ! command -v mosquitto_passwd >/dev/null 2>&1 || [ ! -x /usr/sbin/mosquitto ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null
+  else
+    echo "tools/test.sh: Mosquitto is missing: run 'sudo apt-get install -y mosquitto'" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -c collector/constraints.txt -e 'collector[test]' -e tools/stack
+
+echo "== provisioning the test stack"
+.venv/bin/sunbox-stack
+
+echo "== lint"
+.venv/bin/ruff check collector tools/stack
+.venv/bin/mypy --config-file collector/pyproject.toml collector/src/sunbox
+.venv/bin/yamllint -s .
+
+echo "== tests"
+exec .venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" collector/tests tools/stack/tests "$@"
