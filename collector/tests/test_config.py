@@ -31,8 +31,10 @@ def test_good_config() -> None:
         ({"devices": [{"id": "x", "driver": "victron", "address": "A4:C1:37:00:00:01"}]}, "devices.0.driver"),
         ({"mqtt": {"username": "u"}}, "mqtt"),
         ({"mqtt": {"username": "u", "password": "p", "prot": 1}}, "mqtt.prot"),
-        ({"devices": [{"id": "x", "driver": "litime", "address": "A4:C1:37:00:00:01", "password": "123456"}]},
-         "devices.0"),
+        (
+            {"devices": [{"id": "x", "driver": "litime", "address": "A4:C1:37:00:00:01", "password": "123456"}]},
+            "devices.0",
+        ),
         ({"devices": [{"id": "Bad Id", "driver": "jbd", "address": "A4:C1:37:00:00:01"}]}, "devices.0.id"),
     ],
 )

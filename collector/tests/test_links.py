@@ -30,15 +30,26 @@ FAST_BLE = {
 
 
 def make_config(**device_overrides: Any) -> Any:
-    jbd = {"id": "battery", "driver": "jbd", "address": "A4:C1:37:00:00:01", "password": "123456",
-           "poll_interval_s": 0.5, "max_poll_errors": 2}
+    jbd = {
+        "id": "battery",
+        "driver": "jbd",
+        "address": "A4:C1:37:00:00:01",
+        "password": "123456",
+        "poll_interval_s": 0.5,
+        "max_poll_errors": 2,
+    }
     jbd.update(device_overrides)
-    return parse({
-        "mqtt": {"username": "u", "password": "p"},
-        "ble": FAST_BLE,
-        "devices": [jbd, {"id": "mppt", "driver": "litime", "address": "C8:47:80:00:00:02", "poll_interval_s": 0.5}],
-        "health_interval_s": 1,
-    })
+    return parse(
+        {
+            "mqtt": {"username": "u", "password": "p"},
+            "ble": FAST_BLE,
+            "devices": [
+                jbd,
+                {"id": "mppt", "driver": "litime", "address": "C8:47:80:00:00:02", "poll_interval_s": 0.5},
+            ],
+            "health_interval_s": 1,
+        }
+    )
 
 
 class Recorder:
@@ -64,7 +75,9 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
-async def running(world: SimWorld, config: Any, cycles: list[int] | None = None) -> AsyncIterator[tuple[Collector, Recorder]]:
+async def running(
+    world: SimWorld, config: Any, cycles: list[int] | None = None
+) -> AsyncIterator[tuple[Collector, Recorder]]:
     central = await world.central()
 
     async def power_cycle() -> None:
@@ -73,7 +86,9 @@ async def running(world: SimWorld, config: Any, cycles: list[int] | None = None)
         await central.power_cycle()
 
     recorder = Recorder()
-    collector = Collector(config, BleBackend(central.client_backend(), central.scanner_backend(), power_cycle), recorder)
+    collector = Collector(
+        config, BleBackend(central.client_backend(), central.scanner_backend(), power_cycle), recorder
+    )
     task = asyncio.create_task(collector.run())
     try:
         yield collector, recorder

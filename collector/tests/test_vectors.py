@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from sunbox.protocols import jbd, litime
+from sunbox.protocols.errors import DeviceErrorReply
 
 
 def test_jbd_frames(vectors: dict[str, Any]) -> None:
@@ -55,7 +56,7 @@ def test_jbd_auth_frames(vectors: dict[str, Any]) -> None:
         else:
             frame = jbd.root_password_frame(mac, vector["random"])
         assert frame.hex() == vector["frame"], vector["source"]
-        command, data = jbd.parse_ffaa(frame)
+        _command, data = jbd.parse_ffaa(frame)
         assert jbd.deobfuscate_password(mac, data, vector["random"]) == vector["plaintext"].encode()
 
 
@@ -93,11 +94,11 @@ def test_litime_commands_from_the_protocol_notes() -> None:
 
 def test_litime_exception_reply_is_an_error() -> None:
     frame = litime.exception_response(litime.READ_HOLDING, 2)
-    with pytest.raises(litime.DeviceErrorReply) as info:
+    with pytest.raises(DeviceErrorReply) as info:
         litime.parse_response(frame, litime.READ_HOLDING)
     assert info.value.code == 2
 
 
 def test_jbd_error_status_is_an_error() -> None:
-    with pytest.raises(jbd.DeviceErrorReply):
+    with pytest.raises(DeviceErrorReply):
         jbd.parse_frame(jbd.encode_response(0x03, b"", status=0x80))

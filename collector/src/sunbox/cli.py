@@ -37,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--hci", default="tcp-server:127.0.0.1:9001", help="bumble transport for the central side")
     sim.add_argument("--jbd-password", default=None, help="require this FF AA password")
     sim.add_argument("--jbd-passkey", type=int, default=None, help="require BLE passkey pairing")
-    sim.add_argument("--jbd-address", default="A4:C1:37:00:00:01")
+    sim.add_argument(
+        "--jbd-address",
+        action="append",
+        default=None,
+        help="JBD address (repeat for several; default A4:C1:37:00:00:01)",
+    )
     sim.add_argument("--litime-address", default="C8:47:80:00:00:02")
     return parser
 
@@ -85,7 +90,12 @@ async def _sim(args: argparse.Namespace) -> int:
     from sunbox.sim.peripherals import JbdSimulator, LiTimeSimulator, SimWorld
 
     world = SimWorld()
-    world.add(JbdSimulator(world.link, args.jbd_address, password=args.jbd_password, passkey=args.jbd_passkey))
+    for index, address in enumerate(args.jbd_address or ["A4:C1:37:00:00:01"]):
+        world.add(
+            JbdSimulator(
+                world.link, address, f"DWCK00309J-SIM{index}", args.jbd_password, args.jbd_passkey, seed=index + 1
+            )
+        )
     world.add(LiTimeSimulator(world.link, args.litime_address))
     transport = await world.serve(args.hci)
     await world.start()

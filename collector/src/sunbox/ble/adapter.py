@@ -36,7 +36,7 @@ class Backoff:
     def next_delay(self) -> float:
         base = min(self.maximum, self.initial * (2 ** min(self.attempt, 30)))
         self.attempt += 1
-        return base * self._rng.uniform(0.5, 1.0)
+        return float(base * self._rng.uniform(0.5, 1.0))
 
 
 class AdapterSupervisor:
@@ -70,7 +70,9 @@ class AdapterSupervisor:
         if self._last_cycle is not None and now - self._last_cycle < self._min_interval:
             LOG.warning(
                 "%s: %d failed connections in a row; power-cycle rate-limited (last %.0f s ago)",
-                self.name, self._failures, now - self._last_cycle,
+                self.name,
+                self._failures,
+                now - self._last_cycle,
             )
             return False
         self._last_cycle = now

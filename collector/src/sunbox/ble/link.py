@@ -182,12 +182,20 @@ class DeviceLink:
                     await self._serve(link)
                 except asyncio.CancelledError:
                     raise
-                except (AuthenticationError, FrameError, LinkTimeout, TimeoutError, BleakError, OSError, EOFError) as exc:
+                except (
+                    AuthenticationError,
+                    FrameError,
+                    LinkTimeout,
+                    TimeoutError,
+                    BleakError,
+                    OSError,
+                    EOFError,
+                ) as exc:
                     self._count_error(exc)
                     LOG.warning("%s: link dropped: %s: %s", self.device.id, type(exc).__name__, exc)
                     if not self.health.connected:
                         await self.supervisor.report_failure()
-                except Exception as exc:  # noqa: BLE001 - a driver bug must not kill the service
+                except Exception as exc:
                     self._count_error(exc)
                     LOG.exception("%s: unexpected error", self.device.id)
                 self.health.connected = False

@@ -47,9 +47,7 @@ class LiTimeDriver(Driver):
         return registers
 
     async def setup(self, link: GattLink) -> None:
-        info = litime.decode_device_info(
-            await self._read(link, litime.DEVICE_INFO_START, litime.DEVICE_INFO_COUNT)
-        )
+        info = litime.decode_device_info(await self._read(link, litime.DEVICE_INFO_START, litime.DEVICE_INFO_COUNT))
         self.static = {"model": info["model"], "firmware_version": info["firmware_version"]}
 
     async def poll(self, link: GattLink) -> dict[str, Any]:

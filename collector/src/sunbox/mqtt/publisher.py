@@ -130,9 +130,7 @@ class MqttPublisher:
     # --- publishing -------------------------------------------------------------
 
     def _announce(self, device_id: str, kind: str, model: str | None) -> None:
-        for topic, payload in discovery_messages(
-            device_id, kind, model, self.prefix, self.config.discovery_prefix
-        ):
+        for topic, payload in discovery_messages(device_id, kind, model, self.prefix, self.config.discovery_prefix):
             self.client.publish(topic, payload, qos=1, retain=True)
 
     def register_device(self, device_id: str, kind: str, model: str | None = None) -> None:

@@ -75,9 +75,7 @@ class DiskQueue:
     def prune(self, now_ms: int) -> int:
         """Apply the age and count bounds; return how many messages were dropped."""
         with self._lock:
-            dropped = self._db.execute(
-                "DELETE FROM queue WHERE created_ms < ?", (now_ms - self.max_age_ms,)
-            ).rowcount
+            dropped = self._db.execute("DELETE FROM queue WHERE created_ms < ?", (now_ms - self.max_age_ms,)).rowcount
             excess = self._count - dropped - self.max_messages
             if excess > 0:
                 dropped += self._db.execute(

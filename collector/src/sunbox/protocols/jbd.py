@@ -137,9 +137,7 @@ def parse_frame(frame: bytes | bytearray) -> Response:
         raise FrameError(f"JBD frame must start with 0xDD, got 0x{frame[0]:02x}")
     length = frame[3]
     if len(frame) < length + MIN_FRAME:
-        raise TruncatedFrameError(
-            f"JBD frame declares {length} data bytes but has {len(frame) - MIN_FRAME}"
-        )
+        raise TruncatedFrameError(f"JBD frame declares {length} data bytes but has {len(frame) - MIN_FRAME}")
     if len(frame) > length + MIN_FRAME:
         raise FrameError(f"JBD frame has {len(frame) - length - MIN_FRAME} trailing bytes")
     if frame[-1] != END:

@@ -173,9 +173,7 @@ def decode_status(registers: bytes) -> dict[str, Any]:
         TruncatedFrameError: not exactly 38 bytes.
     """
     if len(registers) != 2 * STATUS_COUNT:
-        raise TruncatedFrameError(
-            f"LiTime status block must be {2 * STATUS_COUNT} bytes, got {len(registers)}"
-        )
+        raise TruncatedFrameError(f"LiTime status block must be {2 * STATUS_COUNT} bytes, got {len(registers)}")
     temps = _u16(registers, 4)
     status = _u16(registers, 12)
     code = status & 0xFF

@@ -63,6 +63,7 @@ class BumbleCentral:
         self._scanners: set[BumbleScanner] = set()
         self._scanning_active: bool | None = None
         self._connect_lock = asyncio.Lock()
+        self._transport: Any = None
         device.on("advertisement", self._on_advertisement)
 
     @classmethod
@@ -79,9 +80,8 @@ class BumbleCentral:
 
     async def close(self) -> None:
         """Close the transport opened by :meth:`open` (no-op otherwise)."""
-        transport = getattr(self, "_transport", None)
-        if transport is not None:
-            await transport.close()
+        if self._transport is not None:
+            await self._transport.close()
 
     # --- scanning -----------------------------------------------------------------
 
@@ -170,9 +170,7 @@ class BumbleScanner(BaseBleakScanner):
         raw_mfr = data.get(AdvertisingData.MANUFACTURER_SPECIFIC_DATA, raw=True)
         if isinstance(raw_mfr, bytes) and len(raw_mfr) >= 2:
             manufacturer[int.from_bytes(raw_mfr[:2], "little")] = raw_mfr[2:]
-        name = data.get(AdvertisingData.COMPLETE_LOCAL_NAME) or data.get(
-            AdvertisingData.SHORTENED_LOCAL_NAME
-        )
+        name = data.get(AdvertisingData.COMPLETE_LOCAL_NAME) or data.get(AdvertisingData.SHORTENED_LOCAL_NAME)
         address = str(advertisement.address).split("/")[0].upper()
         adv = AdvertisementData(
             local_name=name if isinstance(name, str) else None,
@@ -225,7 +223,9 @@ class BumbleClient(BaseBleakClient):
                     timeout=timeout,
                 )
             except TimeoutError as exc:
-                raise BleakDeviceNotFoundError(self.address, f"Device with address {self.address} was not found") from exc
+                raise BleakDeviceNotFoundError(
+                    self.address, f"Device with address {self.address} was not found"
+                ) from exc
             except Exception as exc:
                 raise BleakError(f"bumble connect to {self.address} failed: {exc}") from exc
         self._connection = connection
@@ -319,7 +319,9 @@ class BumbleClient(BaseBleakClient):
         self._require_peer()
         await descriptor.obj.write_value(bytes(data), with_response=True)
 
-    async def start_notify(self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any) -> None:
+    async def start_notify(
+        self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
+    ) -> None:
         peer = self._require_peer()
 
         def subscriber(value: bytes) -> None:

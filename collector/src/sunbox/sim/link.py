@@ -39,6 +39,4 @@ class SimLink(LocalLink):  # type: ignore[misc]
                 break
         destination = self.find_le_controller(destination_address)
         if destination is not None:
-            asyncio.get_running_loop().call_soon(
-                destination.on_link_acl_data, source, transport, data
-            )
+            asyncio.get_running_loop().call_soon(destination.on_link_acl_data, source, transport, data)

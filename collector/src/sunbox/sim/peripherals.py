@@ -27,6 +27,7 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.pairing import PairingConfig, PairingDelegate
 
 from sunbox.protocols import jbd, litime
+from sunbox.protocols.errors import FrameError
 
 from .link import SimLink
 
@@ -39,9 +40,7 @@ LITIME_SERVICE = "0000ffe0-0000-1000-8000-00805f9b34fb"
 LITIME_CHAR = "0000ffe1-0000-1000-8000-00805f9b34fb"
 
 #: syssi/esphome-jbd-bms docs/ffaa-auth-flow/communications2.txt (after auth, discharging)
-JBD_BASIC_CAPTURE = bytes.fromhex(
-    "dd03001d0536ffcb4ff253340001309b00000000000044600304030bb70bbf0bb9f84c77"
-)
+JBD_BASIC_CAPTURE = bytes.fromhex("dd03001d0536ffcb4ff253340001309b00000000000044600304030bb70bbf0bb9f84c77")
 #: same source
 JBD_CELLS_CAPTURE = bytes.fromhex("dd0400080d070d060d080d08ffa777")
 #: syssi docs/pdus/JBD-SP04S034-L4S-200A-B-U.txt
@@ -124,7 +123,7 @@ class SimPeripheral:
         for connection in list(self.device.connections.values()):
             try:
                 await asyncio.wait_for(connection.disconnect(), 5)
-            except Exception:  # noqa: BLE001 - simulator, best effort
+            except Exception:
                 LOG.debug("sim drop failed", exc_info=True)
 
     async def send(self, connection: Connection, frame: bytes) -> None:
@@ -210,9 +209,7 @@ class JbdSimulator(SimPeripheral):
 
     def cell_data(self) -> bytes:
         t = time.monotonic() - self.started_at
-        return b"".join(
-            int(v + 3 * math.sin(t / 45 + i)).to_bytes(2, "big") for i, v in enumerate(self._cells)
-        )
+        return b"".join(int(v + 3 * math.sin(t / 45 + i)).to_bytes(2, "big") for i, v in enumerate(self._cells))
 
     async def handle_write(self, connection: Connection, value: bytes) -> None:
         if self.passkey is not None and not connection.is_encrypted:
@@ -239,13 +236,13 @@ class JbdSimulator(SimPeripheral):
     async def _handle_ffaa(self, connection: Connection, value: bytes) -> None:
         try:
             command, data = jbd.parse_ffaa(value)
-        except jbd.FrameError:
+        except FrameError:
             return
         handle = connection.handle
         if command == jbd.FFAA_APP_KEY:
             ok = data == jbd.APP_KEY
-            code = jbd.APP_KEY_REJECTED if not ok else (
-                jbd.APP_KEY_ACCEPTED if self.password else jbd.APP_KEY_NO_PASSWORD
+            code = (
+                jbd.APP_KEY_REJECTED if not ok else (jbd.APP_KEY_ACCEPTED if self.password else jbd.APP_KEY_NO_PASSWORD)
             )
             if ok and not self.password:
                 self.authenticated.add(handle)
@@ -255,11 +252,13 @@ class JbdSimulator(SimPeripheral):
             self._random_byte[handle] = rnd
             await self.send(connection, jbd.ffaa_frame(command, bytes((rnd,))))
         elif command in (jbd.FFAA_USER_PASSWORD, jbd.FFAA_ROOT_PASSWORD):
-            rnd = self._random_byte.pop(handle, None)
+            pending = self._random_byte.pop(handle, None)
             mac = jbd.mac_bytes(self.address)
             expected = self.password if command == jbd.FFAA_USER_PASSWORD else jbd.ROOT_PASSWORD
-            ok = rnd is not None and expected is not None and (
-                jbd.deobfuscate_password(mac, data, rnd) == expected
+            ok = (
+                pending is not None
+                and expected is not None
+                and jbd.deobfuscate_password(mac, data, pending) == expected
             )
             if ok and command == jbd.FFAA_ROOT_PASSWORD:
                 self.authenticated.add(handle)

@@ -115,7 +115,11 @@ def build_influxd(destination: Path) -> None:
             info = json.loads(
                 subprocess.run(
                     [go, "mod", "download", "-json", f"{INFLUXDB_MODULE}@v{INFLUXDB_VERSION}"],
-                    check=True, capture_output=True, text=True, env=env, cwd=work,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=work,
                 ).stdout
             )
             if info.get("Error"):
@@ -139,10 +143,21 @@ def build_influxd(destination: Path) -> None:
             log = work / "build.log"
             with log.open("w") as handle:
                 result = subprocess.run(
-                    [go, "build", "-tags", "sqlite_foreign_keys,sqlite_json", "-ldflags",
-                     f"-s -w -X main.version={INFLUXDB_VERSION} -X main.commit=v{INFLUXDB_VERSION}",
-                     "-o", str(out), "./cmd/influxd"],
-                    cwd=src, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                    [
+                        go,
+                        "build",
+                        "-tags",
+                        "sqlite_foreign_keys,sqlite_json",
+                        "-ldflags",
+                        f"-s -w -X main.version={INFLUXDB_VERSION} -X main.commit=v{INFLUXDB_VERSION}",
+                        "-o",
+                        str(out),
+                        "./cmd/influxd",
+                    ],
+                    cwd=src,
+                    env=env,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
                 )
             if result.returncode != 0:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import secrets
 import signal
 import socket
@@ -34,7 +35,9 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _http(method: str, url: str, body: object | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def _http(
+    method: str, url: str, body: object | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
@@ -111,7 +114,8 @@ class Mosquitto(_Process):
         passwd = self.workdir / "passwd"
         subprocess.run(
             [str(provision.mosquitto_passwd()), "-c", "-b", str(passwd), self.username, self.password],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         passwd.chmod(0o600)
         (self.workdir / "mosquitto.conf").write_text(
@@ -123,6 +127,8 @@ class Mosquitto(_Process):
             "autosave_interval 1\n"
             "max_queued_messages 1000000\n"
             "log_dest stdout\n"
+            # run as the invoking user, so it can read its own 0600 password file
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
         )
 
     def _command(self) -> list[str]:
@@ -175,8 +181,13 @@ class InfluxDB(_Process):
             status, body = _http(
                 "POST",
                 f"{self.url}/api/v2/setup",
-                {"username": self.username, "password": self.password, "org": self.org,
-                 "bucket": self.bucket, "token": self.token},
+                {
+                    "username": self.username,
+                    "password": self.password,
+                    "org": self.org,
+                    "bucket": self.bucket,
+                    "token": self.token,
+                },
             )
             if status != 201:
                 raise StackError(f"influxdb setup failed: HTTP {status} {body[:300]!r}")
