@@ -13,34 +13,16 @@ from typing import Any
 from sunbox.ble.gatt import GattLink
 from sunbox.protocols import jbd
 from sunbox.protocols.errors import FrameError
+from sunbox.protocols.framing import FrameAssembler
 
 from .base import AuthenticationError, Driver, PairingRequired
 
 
-class FfaaAssembler:
-    """Frames ``FF AA cmd len data chk`` from notification chunks."""
+class FfaaAssembler(FrameAssembler):
+    """Frames ``FF AA cmd len data chk`` (length byte at offset 3) from notification chunks."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.skipped_bytes = 0
-
-    def reset(self) -> None:
-        self._buffer.clear()
-
-    def feed(self, chunk: bytes | bytearray) -> list[bytes]:
-        self._buffer.extend(chunk)
-        start = self._buffer.find(jbd.FFAA_START)
-        if start < 0:
-            return []
-        if start:
-            self.skipped_bytes += start
-            del self._buffer[:start]
-        if len(self._buffer) < 4 or len(self._buffer) < self._buffer[3] + 5:
-            return []
-        length = self._buffer[3] + 5
-        frame = bytes(self._buffer[:length])
-        del self._buffer[:length]
-        return [frame]
+        super().__init__(jbd.FFAA_START, lambda b: b[3] + 5 if len(b) >= 4 else None)
 
 
 class JbdDriver(Driver):

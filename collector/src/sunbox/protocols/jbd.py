@@ -24,6 +24,7 @@ import datetime as _dt
 from dataclasses import dataclass
 from typing import Any
 
+from . import framing as _framing
 from .errors import ChecksumError, DeviceErrorReply, FrameError, TruncatedFrameError
 
 START = 0xDD
@@ -260,42 +261,11 @@ def decode(frame: bytes | bytearray) -> dict[str, Any]:
     raise FrameError(f"JBD register 0x{response.register:02x} is not decoded")
 
 
-class FrameAssembler:
-    """Reassembles JBD response frames from BLE notification chunks.
-
-    The BLE module relays the BMS UART, so a frame longer than ATT MTU-3 arrives split
-    over several notifications. :meth:`feed` appends a chunk and returns every complete
-    frame (not yet checked). Bytes before a 0xDD start byte are skipped and counted in
-    :attr:`skipped_bytes`.
-    """
+class FrameAssembler(_framing.FrameAssembler):
+    """Reassembles JBD response frames (start 0xDD, length byte at offset 3)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.skipped_bytes = 0
-
-    def reset(self) -> None:
-        """Drop any partial frame (call before a new request)."""
-        self._buffer.clear()
-
-    def feed(self, chunk: bytes | bytearray) -> list[bytes]:
-        """Add ``chunk``; return the complete frames now available, oldest first."""
-        self._buffer.extend(chunk)
-        frames: list[bytes] = []
-        while self._buffer:
-            start = self._buffer.find(START)
-            if start < 0:
-                self.skipped_bytes += len(self._buffer)
-                self._buffer.clear()
-                break
-            if start:
-                self.skipped_bytes += start
-                del self._buffer[:start]
-            length = expected_frame_length(self._buffer)
-            if length is None or len(self._buffer) < length:
-                break
-            frames.append(bytes(self._buffer[:length]))
-            del self._buffer[:length]
-        return frames
+        super().__init__(bytes((START,)), expected_frame_length)
 
 
 # --- FF AA authentication frames (handled by the BLE module, not the BMS) ----------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import framing as _framing
 from .errors import ChecksumError, DeviceErrorReply, FrameError, TruncatedFrameError
 
 SLAVE_ID = 0x01
@@ -241,38 +242,8 @@ def decode(frame: bytes | bytearray) -> dict[str, Any]:
     raise FrameError(f"LiTime reply of {len(registers)} register bytes is not a known block")
 
 
-class FrameAssembler:
-    """Reassembles Modbus responses from BLE notification chunks.
-
-    A response starts with the slave id; bytes before it are skipped and counted in
-    :attr:`skipped_bytes`. :meth:`feed` returns complete (unchecked) frames.
-    """
+class FrameAssembler(_framing.FrameAssembler):
+    """Reassembles Modbus responses (start = slave id) from BLE notification chunks."""
 
     def __init__(self, slave: int = SLAVE_ID) -> None:
-        self._slave = slave
-        self._buffer = bytearray()
-        self.skipped_bytes = 0
-
-    def reset(self) -> None:
-        """Drop any partial frame."""
-        self._buffer.clear()
-
-    def feed(self, chunk: bytes | bytearray) -> list[bytes]:
-        """Add ``chunk``; return the complete frames now available."""
-        self._buffer.extend(chunk)
-        frames: list[bytes] = []
-        while self._buffer:
-            start = self._buffer.find(self._slave)
-            if start < 0:
-                self.skipped_bytes += len(self._buffer)
-                self._buffer.clear()
-                break
-            if start:
-                self.skipped_bytes += start
-                del self._buffer[:start]
-            length = expected_frame_length(self._buffer)
-            if length is None or len(self._buffer) < length:
-                break
-            frames.append(bytes(self._buffer[:length]))
-            del self._buffer[:length]
-        return frames
+        super().__init__(bytes((slave,)), expected_frame_length)
