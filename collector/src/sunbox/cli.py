@@ -1,4 +1,4 @@
-"""The ``sunbox`` command line: run, scan, decode, sim."""
+"""The ``sunbox`` command line: run, scan, decode, sim, store, influx."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from sunbox import config as config_mod
 from sunbox.protocols import jbd, litime
 from sunbox.protocols.errors import FrameError
+from sunbox.storage import commands as storage_commands
 
 DECODERS = {"jbd": jbd.decode, "litime": litime.decode}
 
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         help="JBD address (repeat for several; default A4:C1:37:00:00:01)",
     )
     sim.add_argument("--litime-address", default="C8:47:80:00:00:02")
+    storage_commands.add_parsers(sub)
     return parser
 
 
@@ -135,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sunbox: invalid configuration: {exc}", file=sys.stderr)
                 return 2
         return asyncio.run(_scan(args.timeout, args.adapter, scan_cfg))
+    if args.command == "store":
+        return storage_commands.cmd_store(args)
+    if args.command == "influx":
+        return storage_commands.cmd_influx(args)
     if args.command == "sim":
         try:
             return asyncio.run(_sim(args))

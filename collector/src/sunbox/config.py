@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,15 +18,20 @@ _MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 _DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message lists every offending key."""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Base of every configuration model: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class MqttConfig(_Strict):
+class BrokerConfig(Strict):
     """Broker connection. Anonymous access is not supported: username and password are required."""
 
     host: str = "localhost"
@@ -39,11 +44,9 @@ class MqttConfig(_Strict):
     ca_file: Path | None = None
     topic_prefix: str = "sunbox"
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
 
     @model_validator(mode="after")
-    def _one_password(self) -> MqttConfig:
+    def _one_password(self) -> Self:
         if (self.password is None) == (self.password_file is None):
             raise ValueError("set exactly one of password or password_file")
         return self
@@ -56,7 +59,14 @@ class MqttConfig(_Strict):
         return self.password
 
 
-class QueueConfig(_Strict):
+class MqttConfig(BrokerConfig):
+    """The collector's broker connection and Home Assistant discovery."""
+
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+
+
+class QueueConfig(Strict):
     """On-disk queue for readings while the broker is unreachable."""
 
     path: Path = Path("/var/lib/sunbox/queue.sqlite3")
@@ -64,7 +74,7 @@ class QueueConfig(_Strict):
     max_messages: Annotated[int, Field(ge=100)] = 2_000_000
 
 
-class BleConfig(_Strict):
+class BleConfig(Strict):
     """Bluetooth settings shared by every device on one adapter."""
 
     adapter: str = "hci0"
@@ -83,7 +93,7 @@ class BleConfig(_Strict):
     device_wait_s: Annotated[float, Field(gt=0)] = 30.0
 
 
-class DeviceConfig(_Strict):
+class DeviceConfig(Strict):
     """One monitored device."""
 
     id: str
@@ -130,7 +140,7 @@ class DeviceConfig(_Strict):
         return self
 
 
-class Config(_Strict):
+class Config(Strict):
     """The whole collector configuration (``/etc/sunbox/sunbox.yaml``)."""
 
     mqtt: MqttConfig
@@ -150,7 +160,8 @@ class Config(_Strict):
         return self
 
 
-def _format(error: ValidationError) -> str:
+def format_validation_error(error: ValidationError) -> str:
+    """One line naming every offending key, e.g. ``devices.1.address: not a MAC``."""
     lines = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
@@ -167,26 +178,43 @@ def parse(data: Any) -> Config:
     Raises:
         ConfigError: naming every offending key.
     """
-    if not isinstance(data, dict):
-        raise ConfigError("(top level): the configuration must be a mapping")
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format(exc)) from None
+    return validate(Config, data)
 
 
-def load(path: Path) -> Config:
-    """Read and validate a YAML configuration file.
+def read_yaml(path: Path) -> Any:
+    """Load a YAML file.
 
     Raises:
-        ConfigError: unreadable file, YAML syntax error, or invalid keys.
+        ConfigError: unreadable file or YAML syntax error.
     """
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: YAML syntax error: {exc}") from None
-    return parse(data)
+
+
+def validate(model: type[M], data: Any) -> M:
+    """Validate a loaded mapping against a configuration model.
+
+    Raises:
+        ConfigError: naming every offending key.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("(top level): the configuration must be a mapping")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def load(path: Path) -> Config:
+    """Read and validate the collector's YAML configuration file.
+
+    Raises:
+        ConfigError: unreadable file, YAML syntax error, or invalid keys.
+    """
+    return parse(read_yaml(path))

@@ -1,0 +1,96 @@
+"""The storage subcommands of ``sunbox``: ``store`` and ``influx apply|render``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from sunbox.config import ConfigError
+
+from . import layout as layout_mod
+from . import store_config
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    store = sub.add_parser("store", help="write MQTT readings into InfluxDB (the storage service)")
+    store.add_argument("-c", "--config", type=Path, default=store_config.DEFAULT_PATH)
+    store.add_argument("--check", action="store_true", help="validate the configuration and exit")
+
+    influx = sub.add_parser("influx", help="apply the storage layout (buckets, tiers, tasks, tokens) to InfluxDB")
+    influx_sub = influx.add_subparsers(dest="influx_command", required=True)
+    apply = influx_sub.add_parser("apply", help="converge InfluxDB to the layout, idempotently")
+    apply.add_argument("-c", "--layout", type=Path, default=None, help="storage layout YAML (default: built-in)")
+    apply.add_argument("--url", default="http://localhost:8086")
+    apply.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="file holding the operator token (default: $INFLUX_TOKEN)",
+    )
+    apply.add_argument("--template", type=Path, default=None, help="downsample.flux (default: searched)")
+    apply.add_argument("--tokens-out", type=Path, default=None, help="write the writer/dashboards tokens here (0600)")
+    render = influx_sub.add_parser("render", help="print the Flux task of every tier")
+    render.add_argument("-c", "--layout", type=Path, default=None)
+    render.add_argument("--template", type=Path, default=None)
+
+
+def _layout(path: Path | None) -> layout_mod.StorageLayout:
+    return layout_mod.parse(None) if path is None else layout_mod.load(path)
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    try:
+        cfg = store_config.load(args.config)
+    except ConfigError as exc:
+        print(f"sunbox store: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: OK")
+        return 0
+    logging.getLogger().setLevel(cfg.log_level)
+    from .writer import Store
+
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    store = Store(cfg)
+    store.start()
+    done.wait()
+    store.stop()
+    return 0
+
+
+def cmd_influx(args: argparse.Namespace) -> int:
+    try:
+        layout = _layout(args.layout)
+        template = layout_mod.find_template(args.template).read_text()
+    except ConfigError as exc:
+        print(f"sunbox influx: {exc}", file=sys.stderr)
+        return 2
+    if args.influx_command == "render":
+        for tier in layout.tiers:
+            print(layout_mod.render_task(layout, tier, template))
+        return 0
+    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("INFLUX_TOKEN", "")
+    if not token:
+        print("sunbox influx: no operator token: give --token-file or set INFLUX_TOKEN", file=sys.stderr)
+        return 2
+    from .influx_setup import SetupError, apply
+
+    try:
+        result = apply(args.url, token, layout, template)
+    except SetupError as exc:
+        print(f"sunbox influx: {exc}", file=sys.stderr)
+        return 1
+    if args.tokens_out is not None:
+        fd = os.open(args.tokens_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(result.tokens, out)
+    print(json.dumps({"changed": result.changed, "changes": result.changes, "tasks": result.task_ids}))
+    return 0

@@ -1,0 +1,189 @@
+"""The storage layout: raw bucket, downsampled tiers and their Flux tasks, as data.
+
+The tier list is data (the inventory's ``sunbox_storage_tiers``, rendered into
+``/etc/sunbox/storage.yaml``); bucket names, retentions and tasks follow from it.
+Defaults (see ``docs/storage.md``): raw 24 h; tiers 2 min / 7 d, 5 min / 31 d,
+30 min / 366 d, 2 h / 3660 d; catch-up after downtime up to 23 h.
+
+Tasks are rendered from ``influx_tasks/downsample.flux`` (one template, one task per tier).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from string import Template
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, model_validator
+
+from sunbox.config import ConfigError, Strict, read_yaml, validate
+
+from .points import FLAG_FIELDS, LAST_FIELDS
+
+DEFAULT_PATH = Path("/etc/sunbox/storage.yaml")
+TEMPLATE_NAME = "downsample.flux"
+#: Where the template is looked for when no path is given: the source tree (development)
+#: and the place the collector role installs it.
+TEMPLATE_SEARCH = (
+    Path(__file__).resolve().parents[4] / "influx_tasks",
+    Path("/opt/sunbox/influx_tasks"),
+)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^([1-9][0-9]*)([smhdw])$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def parse_duration(value: Any) -> int:
+    """``"2m"``, ``"24h"``, ``"3660d"`` (one unit of s, m, h, d or w) to seconds.
+
+    Raises:
+        ValueError: not such a duration.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 90s, 2m, 24h or 366d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def flux_duration(seconds: int) -> str:
+    """Seconds as the shortest exact Flux duration literal (``120`` -> ``2m``)."""
+    for unit in ("w", "d", "h", "m"):
+        if seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+
+
+class Tier(Strict):
+    """One downsampled tier: window length ``every`` and how long its bucket keeps data."""
+
+    name: str
+    every: Duration
+    retention: Duration
+    bucket: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Tier:
+        if not _NAME.match(self.name):
+            raise ValueError(f"tier name {self.name!r}: use lower-case letters, digits and '_'")
+        if self.every < 60 or 86400 % self.every:
+            raise ValueError("every must be at least 1m and divide a day evenly")
+        if self.retention < 2 * self.every:
+            raise ValueError("retention must hold at least two windows")
+        if self.bucket is not None and not _BUCKET.match(self.bucket):
+            raise ValueError(f"bucket {self.bucket!r} is not a valid bucket name")
+        return self
+
+
+DEFAULT_TIERS = (
+    Tier(name="2m", every=120, retention=7 * 86400),
+    Tier(name="5m", every=300, retention=31 * 86400),
+    Tier(name="30m", every=1800, retention=366 * 86400),
+    Tier(name="2h", every=7200, retention=3660 * 86400),
+)
+
+
+class StorageLayout(Strict):
+    """Org, buckets, tiers and token descriptions (``/etc/sunbox/storage.yaml``)."""
+
+    org: str = "sunbox"
+    bucket_prefix: str = "sunbox"
+    raw_bucket: str = "sunbox_raw"
+    raw_retention: Duration = 24 * 3600
+    #: shard group duration of the raw bucket: InfluxDB deletes whole shard groups once
+    #: their end is older than the retention, so raw still holds every shard group that
+    #: ends within ``raw_retention`` (source: InfluxDB 2 docs, "Data retention")
+    raw_shard_group: Duration = 3600
+    #: longest downtime after which every tier still catches up completely
+    catchup: Duration = 23 * 3600
+    tiers: tuple[Tier, ...] = DEFAULT_TIERS
+    task_prefix: str = "sunbox_downsample"
+
+    @model_validator(mode="after")
+    def _check(self) -> StorageLayout:
+        if not self.tiers:
+            raise ValueError("tiers: at least one tier is needed")
+        widest = max(t.every for t in self.tiers)
+        if self.catchup + widest > self.raw_retention + self.raw_shard_group:
+            raise ValueError(
+                "catchup plus the widest tier window must fit in raw_retention plus raw_shard_group "
+                "(the tiers are computed from the raw bucket)"
+            )
+        if self.raw_retention % self.raw_shard_group:
+            raise ValueError("raw_retention must be a multiple of raw_shard_group")
+        names = [t.name for t in self.tiers]
+        buckets = [self.bucket_of(t) for t in self.tiers] + [self.raw_bucket]
+        if len(set(names)) != len(names) or len(set(buckets)) != len(buckets):
+            raise ValueError("tiers: names and buckets must be unique")
+        return self
+
+    def bucket_of(self, tier: Tier) -> str:
+        """The bucket of a tier: its own ``bucket`` or ``<bucket_prefix>_<name>``."""
+        return tier.bucket or f"{self.bucket_prefix}_{tier.name}"
+
+    def task_name(self, tier: Tier) -> str:
+        return f"{self.task_prefix}_{tier.name}"
+
+    def buckets(self) -> dict[str, int]:
+        """Every bucket with its retention in seconds, raw first."""
+        out = {self.raw_bucket: self.raw_retention}
+        for tier in self.tiers:
+            out[self.bucket_of(tier)] = tier.retention
+        return out
+
+
+def _flux_strings(values: frozenset[str]) -> str:
+    return ", ".join(f'"{v}"' for v in sorted(values))
+
+
+def find_template(path: Path | None = None) -> Path:
+    """The downsampling template: ``path`` if given, else the first of :data:`TEMPLATE_SEARCH`.
+
+    Raises:
+        ConfigError: no template found.
+    """
+    candidates = [path] if path is not None else [d / TEMPLATE_NAME for d in TEMPLATE_SEARCH]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("Flux template not found; looked at " + ", ".join(str(c) for c in candidates))
+
+
+def render_task(layout: StorageLayout, tier: Tier, template: str) -> str:
+    """The Flux script of one tier's task (the template's ``//`` comment lines left out,
+    as InfluxDB logs the whole script on every run)."""
+    code = "\n".join(line for line in template.splitlines() if not line.lstrip().startswith("//"))
+    return Template(code.strip() + "\n").substitute(
+        task_name=layout.task_name(tier),
+        every=flux_duration(tier.every),
+        source_bucket=layout.raw_bucket,
+        destination_bucket=layout.bucket_of(tier),
+        catchup=flux_duration(layout.catchup),
+        last_fields=_flux_strings(LAST_FIELDS),
+        flag_fields=_flux_strings(FLAG_FIELDS),
+    )
+
+
+def parse(data: Any) -> StorageLayout:
+    """Validate a loaded mapping (``None`` gives the defaults).
+
+    Raises:
+        ConfigError: naming every offending key.
+    """
+    return validate(StorageLayout, {} if data is None else data)
+
+
+def load(path: Path) -> StorageLayout:
+    """Read and validate a storage layout YAML file.
+
+    Raises:
+        ConfigError: unreadable file, YAML syntax error, or invalid keys.
+    """
+    return parse(read_yaml(path))

@@ -1,0 +1,201 @@
+"""Readings from MQTT payloads to InfluxDB points: validation and the raw-bucket schema.
+
+Pure functions, no I/O. The schema (see ``docs/data-model.md``, "InfluxDB"):
+
+* measurement = the reading's ``kind`` (``battery``, ``charger``, ``health``, ...);
+* tags: ``device`` (the ``device_id``) and ``kind``;
+* fields: the data-model names. Numbers are written as floats, except the flag fields
+  (:data:`FLAG_FIELDS`), which are non-negative integers so that tiers can OR them.
+  Only the fields in :data:`TEXT_FIELDS` may be strings and only those in
+  :data:`BOOL_FIELDS` booleans; any other field must be a number. InfluxDB fixes a
+  field's type per shard by the first value it sees, so one stray string would make it
+  refuse every number of that field for the rest of the shard's time range. A list ``cell_voltages`` becomes the fields
+  ``cell_voltage_01``, ``cell_voltage_02``, ... (the list name without its plural ``s``,
+  numbered from 01); ``null`` values and ``null`` list items are not written;
+* time: the reading's own ``time_ms`` (UTC milliseconds).
+
+Every way a payload can be wrong raises :class:`PayloadError` with a reason for the
+dead-letter topic; nothing partial is ever returned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+#: Bitmask fields: integers, aggregated with bitwise OR in the tiers.
+FLAG_FIELDS: frozenset[str] = frozenset({"alarm_bits", "protection_bits", "balance_bits"})
+
+#: Numeric fields that are states, counters or constants: the tiers keep the window's
+#: last value instead of mean/min/max. Booleans and strings are always "last".
+LAST_FIELDS: frozenset[str] = frozenset(
+    {
+        # battery
+        "cycles",
+        "capacity_nominal",
+        "cell_count",
+        # charger
+        "charge_state_code",
+        "yield_today",
+        "yield_total",
+        "consumed_today",
+        "consumed_total",
+        "max_charge_power_today",
+        "days_running",
+        "firmware_version",
+        # health
+        "last_reading_ms",
+        "reconnects",
+        "consecutive_errors",
+        "errors_total",
+        "skipped_frames",
+    }
+)
+
+#: Fields whose values are text.
+TEXT_FIELDS: frozenset[str] = frozenset({"model", "production_date", "software_version", "charge_state", "last_error"})
+
+#: Fields whose values are booleans.
+BOOL_FIELDS: frozenset[str] = frozenset({"charge_fet_on", "discharge_fet_on", "load_on", "connected"})
+
+#: Readings older than this (2015-01-01) are refused: a Pi without a real-time clock
+#: stamps 1970 before NTP has synchronised.
+MIN_TIME_MS = 1_420_070_400_000
+#: How far into the future a reading may be stamped (clock skew between hosts).
+MAX_FUTURE_MS = 24 * 3600 * 1000
+MAX_STRING = 1024
+MAX_FIELDS = 256
+
+_DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_FIELD = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_ENVELOPE = ("device_id", "kind", "time_ms")
+
+
+class PayloadError(ValueError):
+    """A message that cannot become a point; ``str()`` is the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawPoint:
+    """One point for the raw bucket. ``fields`` values are float, int (flags), bool or str."""
+
+    measurement: str
+    device: str
+    time_ms: int
+    fields: dict[str, float | int | bool | str]
+
+    def to_record(self) -> dict[str, Any]:
+        """The dictionary form accepted by ``influxdb_client`` write APIs (ms precision)."""
+        return {
+            "measurement": self.measurement,
+            "tags": {"device": self.device, "kind": self.measurement},
+            "fields": self.fields,
+            "time": self.time_ms,
+        }
+
+
+def _reject_constant(name: str) -> Any:
+    raise PayloadError(f"not JSON: {name} is not a number in JSON")
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PayloadError(f"{name}: expected a number, got {type(value).__name__}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise PayloadError(f"{name}: not a finite number")
+    return result
+
+
+def _flag(name: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value >= 1 << 63:
+        raise PayloadError(f"{name}: a flag field must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _fields(values: dict[str, Any]) -> dict[str, float | int | bool | str]:
+    fields: dict[str, float | int | bool | str] = {}
+    for name, value in values.items():
+        if not _FIELD.match(name):
+            raise PayloadError(f"field name {name!r} is not a data-model name")
+        if value is None:
+            continue
+        if isinstance(value, list):
+            if not name.endswith("s") or len(value) > 99:
+                raise PayloadError(f"{name}: lists are only allowed for plural names with at most 99 items")
+            stem = name[:-1]
+            for index, item in enumerate(value, start=1):
+                if item is not None:
+                    fields[f"{stem}_{index:02d}"] = _number(f"{name}[{index - 1}]", item)
+        elif name in FLAG_FIELDS:
+            fields[name] = _flag(name, value)
+        elif name in BOOL_FIELDS:
+            if not isinstance(value, bool):
+                raise PayloadError(f"{name}: expected true or false, got {type(value).__name__}")
+            fields[name] = value
+        elif name in TEXT_FIELDS:
+            if not isinstance(value, str):
+                raise PayloadError(f"{name}: expected text, got {type(value).__name__}")
+            if len(value) > MAX_STRING:
+                raise PayloadError(f"{name}: text longer than {MAX_STRING} characters")
+            fields[name] = value
+        else:
+            fields[name] = _number(name, value)
+    if len(fields) > MAX_FIELDS:
+        raise PayloadError(f"more than {MAX_FIELDS} fields")
+    return fields
+
+
+def parse_message(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox") -> RawPoint:
+    """Validate one MQTT message from ``<prefix>/<device_id>/state`` or ``/health``.
+
+    Args:
+        topic: the MQTT topic the message arrived on.
+        payload: the UTF-8 JSON reading (see ``docs/data-model.md``).
+        now_ms: current UTC time in ms, to refuse readings stamped far in the future.
+        prefix: the topic prefix.
+
+    Returns:
+        The point for the raw bucket.
+
+    Raises:
+        PayloadError: with a reason naming what is wrong.
+    """
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != prefix or parts[2] not in ("state", "health"):
+        raise PayloadError(f"unexpected topic {topic!r}")
+    try:
+        data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise PayloadError("not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"not JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise PayloadError("not a JSON object")
+    device_id = data.get("device_id")
+    if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id):
+        raise PayloadError(f"device_id missing or invalid: {device_id!r}")
+    if device_id != parts[1]:
+        raise PayloadError(f"device_id {device_id!r} does not match the topic's {parts[1]!r}")
+    kind = data.get("kind")
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise PayloadError(f"kind missing or invalid: {kind!r}")
+    if (kind == "health") != (parts[2] == "health"):
+        raise PayloadError(f"kind {kind!r} does not belong on a /{parts[2]} topic")
+    time_ms = data.get("time_ms")
+    if isinstance(time_ms, bool) or not isinstance(time_ms, int):
+        raise PayloadError(f"time_ms missing or not an integer: {time_ms!r}")
+    if time_ms < MIN_TIME_MS:
+        raise PayloadError(f"time_ms {time_ms} is before 2015 (clock not set?)")
+    if time_ms > now_ms + MAX_FUTURE_MS:
+        raise PayloadError(f"time_ms {time_ms} is more than a day in the future")
+    fields = _fields({k: v for k, v in data.items() if k not in _ENVELOPE})
+    if not fields:
+        raise PayloadError("no values")
+    return RawPoint(measurement=kind, device=device_id, time_ms=time_ms, fields=fields)

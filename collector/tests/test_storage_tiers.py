@@ -1,0 +1,292 @@
+"""The storage layout on the real InfluxDB: buckets, tokens, tasks, and the tiers' values.
+
+The downsampling script is run through the query API with ``now`` overridden, at the
+times the task scheduler would run it, with a stretch of several hours where it does not
+run (InfluxDB down) while the raw backlog arrives in two parts. Every tier is then
+compared with a reference computed in Python from the same raw points.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from sunbox.storage import influx_setup, layout
+from sunbox.storage.points import FLAG_FIELDS, LAST_FIELDS, RawPoint, parse_message
+from sunbox_stack.servers import InfluxDB
+
+pytestmark = pytest.mark.stack
+
+HOUR = 3_600_000
+STEP_MS = 10_000
+LAYOUT = layout.parse(
+    {
+        "org": "tiers",
+        "raw_retention": "96h",  # the synthetic data lies 50 h back, out of reach of the live tasks
+        "catchup": "23h",
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def applied(influxdb: InfluxDB) -> influx_setup.ApplyResult:
+    template = layout.find_template().read_text()
+    return influx_setup.apply(influxdb.url, influxdb.token, LAYOUT, template)
+
+
+@pytest.fixture(scope="module")
+def client(influxdb: InfluxDB) -> Iterator[InfluxDBClient]:
+    with InfluxDBClient(url=influxdb.url, token=influxdb.token, org=LAYOUT.org, timeout=60_000) as c:
+        yield c
+
+
+def synthetic(base: int, hours: int) -> list[RawPoint]:
+    """3 devices + a health series every 10 s, with a device gap and an all-devices gap."""
+    rng = random.Random(7)
+    points = []
+    for t in range(base, base + hours * HOUR, STEP_MS):
+        rel = t - base
+        pi_off = 3 * HOUR <= rel < 3 * HOUR + 30 * 60_000
+        if pi_off:
+            continue
+        for device in ("bat1", "bat2"):
+            if device == "bat2" and HOUR <= rel < HOUR + 40 * 60_000:
+                continue
+            body = {
+                "device_id": device,
+                "kind": "battery",
+                "time_ms": t + rng.randrange(0, 900),
+                "voltage": 13.0 + rng.random(),
+                "current": rng.uniform(-20, 20),
+                "soc": rng.uniform(20, 100),
+                "cycles": 100 + rel // HOUR,
+                "cell_voltages": [3.2 + rng.random() / 10 for _ in range(4)],
+                "protection_bits": 1 << rng.randrange(0, 4) if rng.random() < 0.05 else 0,
+                "charge_fet_on": rng.random() < 0.9,
+                "model": "SP04S034",
+            }
+            points.append(parse_message(f"sunbox/{device}/state", json.dumps(body).encode(), t + HOUR))
+        body = {
+            "device_id": "mppt",
+            "kind": "charger",
+            "time_ms": t,
+            "pv_voltage": rng.uniform(0, 40),
+            "charge_power": rng.uniform(0, 400),
+            "charge_state": rng.choice(["bulk", "absorption", "float"]),
+            "yield_today": float(rel // 1000),
+            "alarm_bits": rng.choice([0, 0, 0, 2, 8]),
+            "load_on": True,
+        }
+        points.append(parse_message("sunbox/mppt/state", json.dumps(body).encode(), t + HOUR))
+        if rel % 30_000 == 0:
+            body = {
+                "device_id": "bat1",
+                "kind": "health",
+                "time_ms": t,
+                "rssi": rng.randrange(-90, -50),
+                "connected": True,
+                "reconnects": rel // (2 * HOUR),
+            }
+            points.append(parse_message("sunbox/bat1/health", json.dumps(body).encode(), t + HOUR))
+    return points
+
+
+def reference(points: list[RawPoint], every_ms: int, stop_ms: int) -> dict[tuple[str, str, str, int], Any]:
+    """What a tier must hold: keyed by (measurement, device, field, window start ms)."""
+    groups: dict[tuple[str, str, str, int], list[tuple[int, Any]]] = defaultdict(list)
+    counts: dict[int, int] = defaultdict(int)
+    for p in points:
+        window = p.time_ms - p.time_ms % every_ms
+        if window + every_ms > stop_ms:
+            continue
+        for name, value in p.fields.items():
+            groups[(p.measurement, p.device, name, window)].append((p.time_ms, value))
+            counts[window] += 1
+    out: dict[tuple[str, str, str, int], Any] = {}
+    for (measurement, device, name, window), items in groups.items():
+        values = [v for _, v in sorted(items, key=lambda tv: tv[0])]
+        if name in FLAG_FIELDS:
+            acc = 0
+            for v in values:
+                acc |= v
+            out[(measurement, device, name, window)] = acc
+        elif name in LAST_FIELDS or not isinstance(values[0], float):
+            out[(measurement, device, name, window)] = values[-1]
+        else:
+            out[(measurement, device, name, window)] = math.fsum(values) / len(values)
+            out[(measurement, device, name + "_min", window)] = min(values)
+            out[(measurement, device, name + "_max", window)] = max(values)
+    for window, count in counts.items():
+        out[("sunbox_tier", "", "raw_values", window)] = count
+    return out
+
+
+def tier_contents(
+    client: InfluxDBClient, bucket: str, start_ms: int, stop_ms: int
+) -> dict[tuple[str, str, str, int], Any]:
+    start, stop = start_ms * 1_000_000, stop_ms * 1_000_000
+    query = f'from(bucket: "{bucket}") |> range(start: time(v: {start}), stop: time(v: {stop}))'
+    out: dict[tuple[str, str, str, int], Any] = {}
+    for table in client.query_api().query(query):
+        for record in table.records:
+            key = (
+                record.get_measurement(),
+                record.values.get("device") or "",
+                record.get_field(),
+                int(record.get_time().timestamp() * 1000),
+            )
+            assert key not in out, f"window written twice: {key}"
+            out[key] = record.get_value()
+    return out
+
+
+def run_script(influxdb: InfluxDB, script: str, now_ms: int) -> None:
+    now = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    response = requests.post(
+        f"{influxdb.url}/api/v2/query",
+        params={"org": LAYOUT.org},
+        headers={"Authorization": f"Token {influxdb.token}"},
+        json={"query": script, "now": now, "dialect": {"annotations": []}},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text[:500]
+
+
+def write(client: InfluxDBClient, points: list[RawPoint]) -> None:
+    api = client.write_api(write_options=SYNCHRONOUS)
+    for i in range(0, len(points), 5000):
+        api.write(
+            LAYOUT.raw_bucket, record=[p.to_record() for p in points[i : i + 5000]], write_precision=WritePrecision.MS
+        )
+
+
+def test_tiers_match_a_python_reference_after_a_gap(
+    influxdb: InfluxDB, applied: influx_setup.ApplyResult, client: InfluxDBClient
+) -> None:
+    base = (int(time.time() * 1000) - 50 * HOUR) // (2 * HOUR) * (2 * HOUR)
+    end = base + 6 * HOUR
+    points = synthetic(base, 6)
+    template = layout.find_template().read_text()
+    scripts = {tier.name: layout.render_task(LAYOUT, tier, template) for tier in LAYOUT.tiers}
+
+    # up to +2 h: data arrives and the tasks run on schedule
+    write(client, [p for p in points if p.time_ms < base + 2 * HOUR])
+    for tier in LAYOUT.tiers:
+        every = tier.every * 1000
+        for now in range(base + every, base + 2 * HOUR + 1, every):
+            run_script(influxdb, scripts[tier.name], now + 1000)
+    # +2 h .. +5 h: InfluxDB is down; at +5 h it is back, the backlog drains, the tasks
+    # catch up while only part of it has arrived, then run again once it is complete
+    write(client, [p for p in points if base + 2 * HOUR <= p.time_ms < base + 3 * HOUR + 50 * 60_000])
+    for tier in LAYOUT.tiers:
+        run_script(influxdb, scripts[tier.name], base + 5 * HOUR + 60_000)
+    write(client, [p for p in points if p.time_ms >= base + 3 * HOUR + 50 * 60_000])
+    for tier in LAYOUT.tiers:
+        run_script(influxdb, scripts[tier.name], end + 5000)
+
+    for tier in LAYOUT.tiers:
+        every = tier.every * 1000
+        want = reference(points, every, end)
+        have = tier_contents(client, LAYOUT.bucket_of(tier), base - HOUR, end + HOUR)
+        assert set(have) == set(want), (
+            f"tier {tier.name}: missing {sorted(set(want) - set(have))[:5]}, extra {sorted(set(have) - set(want))[:5]}"
+        )
+        for key, expected in want.items():
+            if isinstance(expected, float):
+                assert have[key] == pytest.approx(expected, rel=1e-9, abs=1e-12), (tier.name, key)
+            else:
+                assert have[key] == expected, (tier.name, key)
+        windows = {k[3] for k in want if k[0] == "sunbox_tier"}
+        gap = {
+            w for w in range(base, end, every) if base + 3 * HOUR <= w and w + every <= base + 3 * HOUR + 30 * 60_000
+        }
+        assert not windows & gap, "a window inside the all-devices gap was written"
+        assert len(windows) >= (6 * HOUR - 30 * 60_000) // every - 1
+
+    # rerunning windows writes the same points (idempotent)
+    before = {t.name: tier_contents(client, LAYOUT.bucket_of(t), base - HOUR, end + HOUR) for t in LAYOUT.tiers}
+    for tier in LAYOUT.tiers:
+        run_script(influxdb, scripts[tier.name], base + 4 * HOUR + 1000)
+        run_script(influxdb, scripts[tier.name], end + 5000)
+    after = {t.name: tier_contents(client, LAYOUT.bucket_of(t), base - HOUR, end + HOUR) for t in LAYOUT.tiers}
+    assert after == before
+
+
+def test_apply_is_idempotent_and_the_tasks_run(influxdb: InfluxDB, applied: influx_setup.ApplyResult) -> None:
+    assert set(applied.task_ids) == {f"sunbox_downsample_{t.name}" for t in LAYOUT.tiers}
+    template = layout.find_template().read_text()
+    again = influx_setup.apply(influxdb.url, influxdb.token, LAYOUT, template)
+    assert not again.changed, again.changes
+    assert again.tokens == applied.tokens
+    with InfluxDBClient(url=influxdb.url, token=influxdb.token, timeout=30_000) as c:
+        tasks = c.tasks_api()
+        users = {u.id: u.name for u in c.users_api().find_users(limit=100).users}
+        runs = {}
+        for name, task_id in applied.task_ids.items():
+            task = tasks.find_task_by_id(task_id)
+            assert task.status == "active" and users[task.owner_id] == influx_setup.TASKS_USER
+            assert "offset" not in (task.offset or "") and task.every == name.rsplit("_", 1)[1]
+            runs[name] = tasks.run_manually(task_id).id
+        deadline = time.monotonic() + 60
+        for name, run_id in runs.items():
+            while (status := tasks.get_run(applied.task_ids[name], run_id).status) in ("scheduled", "started"):
+                assert time.monotonic() < deadline, f"{name} run still {status}"
+                time.sleep(0.2)
+            logs = [entry.message for entry in tasks.get_run_logs(applied.task_ids[name], run_id)]
+            assert status == "success", (name, logs)
+
+
+def test_a_changed_layout_updates_in_place(influxdb: InfluxDB, applied: influx_setup.ApplyResult) -> None:
+    template = layout.find_template().read_text()
+    changed = layout.parse(
+        {"org": LAYOUT.org, "raw_retention": "96h", "tiers": [{"name": "2m", "every": "2m", "retention": "14d"}]}
+    )
+    result = influx_setup.apply(influxdb.url, influxdb.token, changed, template)
+    assert "set retention of bucket sunbox_2m to 1209600 s" in result.changes
+    assert any("deleted task sunbox_downsample_2h" in c for c in result.changes)
+    with InfluxDBClient(url=influxdb.url, token=influxdb.token, timeout=30_000) as c:
+        assert c.buckets_api().find_bucket_by_name("sunbox_2h") is not None, "a tier's data is never deleted"
+    restored = influx_setup.apply(influxdb.url, influxdb.token, LAYOUT, template)
+    assert restored.changed and restored.tokens["writer"] == applied.tokens["writer"]
+
+
+def test_tokens_are_least_privilege(influxdb: InfluxDB, applied: influx_setup.ApplyResult) -> None:
+    line = f"battery,device=t,kind=battery voltage=13.1 {int(time.time() * 1000)}"
+
+    def post_write(token: str, bucket: str) -> int:
+        return requests.post(
+            f"{influxdb.url}/api/v2/write",
+            params={"org": LAYOUT.org, "bucket": bucket, "precision": "ms"},
+            headers={"Authorization": f"Token {token}"},
+            data=line,
+            timeout=10,
+        ).status_code
+
+    def post_query(token: str, bucket: str) -> int:
+        return requests.post(
+            f"{influxdb.url}/api/v2/query",
+            params={"org": LAYOUT.org},
+            headers={"Authorization": f"Token {token}"},
+            json={"query": f'from(bucket: "{bucket}") |> range(start: -1h) |> limit(n: 1)'},
+            timeout=10,
+        ).status_code
+
+    current = influx_setup.apply(influxdb.url, influxdb.token, LAYOUT, layout.find_template().read_text())
+    writer, dashboards = current.tokens["writer"], current.tokens["dashboards"]
+    assert post_write(writer, LAYOUT.raw_bucket) == 204
+    assert post_write(writer, "sunbox_2m") in (401, 403, 404)
+    assert post_query(writer, LAYOUT.raw_bucket) in (401, 403, 404)
+    for bucket in LAYOUT.buckets():
+        assert post_query(dashboards, bucket) == 200
+    assert post_write(dashboards, LAYOUT.raw_bucket) in (401, 403, 404)
