@@ -15,15 +15,18 @@
 // while InfluxDB or the Pi was down are therefore filled by the next run. Results are
 // stamped with the window's start; rerunning a window rewrites the same points.
 //
-// Aggregates, by field:
-//   float fields                          mean (name unchanged), <name>_min, <name>_max
-//   fields in lastFields, bool, string    last value in the window (name unchanged)
-//   fields in flagFields (int)            bitwise OR of every value in the window
+// Aggregates, by field name (the writer guarantees each name's type, see
+// collector/src/sunbox/storage/points.py):
+//   flag fields (int bitmasks)                      bitwise OR of every value in the window
+//   states, counters, constants, booleans, text    last value in the window (name unchanged)
+//   every other field (a measured float)            mean (name unchanged), <name>_min, <name>_max
+// The filters compare names only, so InfluxDB can push the range, the filter and the
+// mean/min/max/last/count windows down into its storage engine instead of streaming
+// every raw value through Flux.
 // Each window that had raw data also gets a marker point, measurement sunbox_tier,
 // field raw_values = number of raw field values aggregated: it records how far the
 // tier has got and shows data gaps on the Health dashboard.
 import "date"
-import "types"
 import "experimental/bitwise"
 
 option task = {name: "${task_name}", every: ${every}}
@@ -32,8 +35,6 @@ period = ${every}
 source = "${source_bucket}"
 destination = "${destination_bucket}"
 catchup = ${catchup}
-lastFields = [${last_fields}]
-flagFields = [${flag_fields}]
 
 stop = date.truncate(t: now(), unit: period)
 floor = date.truncate(t: date.sub(d: catchup, from: stop), unit: period)
@@ -46,55 +47,36 @@ progress =
 resume = if exists progress._time then date.sub(d: period, from: progress._time) else floor
 start = if resume < floor then floor else resume
 
-raw =
+windowed = (fn, predicate) =>
     from(bucket: source)
         |> range(start: start, stop: stop)
-        |> filter(fn: (r) => r._measurement != "sunbox_tier")
-
-byWindow = (tables=<-, fn) =>
-    tables
+        |> filter(fn: predicate)
         |> aggregateWindow(every: period, fn: fn, timeSrc: "_start", createEmpty: false)
 
 renamed = (tables=<-, suffix) => tables |> map(fn: (r) => ({r with _field: r._field + suffix}))
 
-measured =
-    raw
-        |> filter(
-            fn: (r) =>
-                types.isType(v: r._value, type: "float") and not contains(value: r._field, set: lastFields)
-                    and not contains(value: r._field, set: flagFields),
-        )
+isMeasured = (r) => ${measured_predicate}
+isLast = (r) => ${last_predicate}
+isFlag = (r) => ${flag_predicate}
 
-measured |> byWindow(fn: mean) |> to(bucket: destination)
-measured |> byWindow(fn: min) |> renamed(suffix: "_min") |> to(bucket: destination)
-measured |> byWindow(fn: max) |> renamed(suffix: "_max") |> to(bucket: destination)
+windowed(fn: mean, predicate: isMeasured) |> to(bucket: destination)
+windowed(fn: min, predicate: isMeasured) |> renamed(suffix: "_min") |> to(bucket: destination)
+windowed(fn: max, predicate: isMeasured) |> renamed(suffix: "_max") |> to(bucket: destination)
+windowed(fn: last, predicate: isLast) |> to(bucket: destination)
 
-raw
-    |> filter(
-        fn: (r) =>
-            not contains(value: r._field, set: flagFields)
-                and (contains(value: r._field, set: lastFields)
-                    or not types.isType(v: r._value, type: "float")),
-    )
-    |> byWindow(fn: last)
+windowed(
+    predicate: isFlag,
+    fn: (column, tables=<-) =>
+        tables
+            |> reduce(
+                identity: {_value: 0},
+                fn: (r, accumulator) => ({_value: bitwise.sor(a: accumulator._value, b: r._value)}),
+            ),
+)
     |> to(bucket: destination)
 
-raw
-    |> filter(fn: (r) => contains(value: r._field, set: flagFields) and types.isType(v: r._value, type: "int"))
-    |> byWindow(
-        fn: (column, tables=<-) =>
-            tables
-                |> reduce(
-                    identity: {_value: 0},
-                    fn: (r, accumulator) => ({_value: bitwise.sor(a: accumulator._value, b: r._value)}),
-                ),
-    )
-    |> to(bucket: destination)
-
-raw
-    |> window(every: period)
-    |> count()
-    |> group(columns: ["_start"])
+windowed(fn: count, predicate: (r) => true)
+    |> group(columns: ["_time"])
     |> sum()
-    |> map(fn: (r) => ({_time: r._start, _measurement: "sunbox_tier", _field: "raw_values", _value: r._value}))
+    |> map(fn: (r) => ({_time: r._time, _measurement: "sunbox_tier", _field: "raw_values", _value: r._value}))
     |> to(bucket: destination)

@@ -3,8 +3,8 @@
 What it converges, with an operator token (influxdb-client's management APIs):
 
 * the org;
-* the raw bucket and one bucket per tier, with their retention (and the raw bucket's
-  shard group duration); buckets of tiers that left the layout are kept, never deleted;
+* the raw bucket and one bucket per tier, with their retention and shard group
+  duration; buckets of tiers that left the layout are kept, never deleted;
 * the user ``sunbox-tasks``, the identity that owns the downsampling tasks;
 * three tokens, found by description and replaced only when their permissions differ:
   ``sunbox writer`` (write to the raw bucket only), ``sunbox dashboards`` (read every
@@ -100,22 +100,21 @@ class _Applier:
     def buckets(self, org_id: str) -> None:
         api = self.client.buckets_api()
         existing = {b.name: b for b in api.find_buckets(org_id=org_id, limit=100).buckets or []}
+        shards = self.layout.shard_groups()
         for name, retention in self.layout.buckets().items():
-            shard = self.layout.raw_shard_group if name == self.layout.raw_bucket else None
+            shard = shards[name]
+            rules = BucketRetentionRules(type="expire", every_seconds=retention, shard_group_duration_seconds=shard)
             bucket = existing.get(name)
             if bucket is None:
-                rules = BucketRetentionRules(type="expire", every_seconds=retention, shard_group_duration_seconds=shard)
                 bucket = api.create_bucket(bucket_name=name, org=org_id, retention_rules=[rules])
                 self.result.changes.append(f"created bucket {name}")
             else:
                 rule = (bucket.retention_rules or [None])[0]
                 have = (rule.every_seconds, rule.shard_group_duration_seconds if shard else None) if rule else None
                 if have != (retention, shard):
-                    bucket.retention_rules = [
-                        BucketRetentionRules(type="expire", every_seconds=retention, shard_group_duration_seconds=shard)
-                    ]
+                    bucket.retention_rules = [rules]
                     api.update_bucket(bucket)
-                    self.result.changes.append(f"set retention of bucket {name} to {retention} s")
+                    self.result.changes.append(f"set retention of bucket {name} to {retention} s (shards {shard})")
             self.result.bucket_ids[name] = str(bucket.id)
         for name in sorted(set(existing) - set(self.layout.buckets())):
             if name.startswith(self.layout.bucket_prefix + "_"):

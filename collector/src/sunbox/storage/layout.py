@@ -19,7 +19,7 @@ from pydantic import BeforeValidator, model_validator
 
 from sunbox.config import ConfigError, Strict, read_yaml, validate
 
-from .points import FLAG_FIELDS, LAST_FIELDS
+from .points import BOOL_FIELDS, FLAG_FIELDS, LAST_FIELDS, TEXT_FIELDS
 
 DEFAULT_PATH = Path("/etc/sunbox/storage.yaml")
 TEMPLATE_NAME = "downsample.flux"
@@ -68,6 +68,11 @@ class Tier(Strict):
     every: Duration
     retention: Duration
     bucket: str | None = None
+    #: InfluxDB shard group duration of the tier's bucket (None: InfluxDB's default, 7 d
+    #: for retentions over 6 months). Each shard carries its own index, so a 10-year
+    #: bucket in 7-day shards spends more on 522 indexes than on its data; retention
+    #: deletes whole shard groups, so a bucket keeps up to one shard group more.
+    shard_group: Duration | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Tier:
@@ -77,16 +82,18 @@ class Tier(Strict):
             raise ValueError("every must be at least 1m and divide a day evenly")
         if self.retention < 2 * self.every:
             raise ValueError("retention must hold at least two windows")
+        if self.shard_group is not None and not self.every <= self.shard_group <= self.retention:
+            raise ValueError("shard_group must lie between every and retention")
         if self.bucket is not None and not _BUCKET.match(self.bucket):
             raise ValueError(f"bucket {self.bucket!r} is not a valid bucket name")
         return self
 
 
 DEFAULT_TIERS = (
-    Tier(name="2m", every=120, retention=7 * 86400),
-    Tier(name="5m", every=300, retention=31 * 86400),
-    Tier(name="30m", every=1800, retention=366 * 86400),
-    Tier(name="2h", every=7200, retention=3660 * 86400),
+    Tier(name="2m", every=120, retention=7 * 86400, shard_group=86400),
+    Tier(name="5m", every=300, retention=31 * 86400, shard_group=7 * 86400),
+    Tier(name="30m", every=1800, retention=366 * 86400, shard_group=28 * 86400),
+    Tier(name="2h", every=7200, retention=3660 * 86400, shard_group=364 * 86400),
 )
 
 
@@ -138,9 +145,20 @@ class StorageLayout(Strict):
             out[self.bucket_of(tier)] = tier.retention
         return out
 
+    def shard_groups(self) -> dict[str, int | None]:
+        """Every bucket with its shard group duration in seconds (None: InfluxDB's default)."""
+        out: dict[str, int | None] = {self.raw_bucket: self.raw_shard_group}
+        for tier in self.tiers:
+            out[self.bucket_of(tier)] = tier.shard_group
+        return out
 
-def _flux_strings(values: frozenset[str]) -> str:
-    return ", ".join(f'"{v}"' for v in sorted(values))
+
+def _any_field(names: frozenset[str]) -> str:
+    return " or ".join(f'r._field == "{n}"' for n in sorted(names))
+
+
+def _no_field(names: frozenset[str]) -> str:
+    return " and ".join(f'r._field != "{n}"' for n in sorted(names))
 
 
 def find_template(path: Path | None = None) -> Path:
@@ -166,8 +184,9 @@ def render_task(layout: StorageLayout, tier: Tier, template: str) -> str:
         source_bucket=layout.raw_bucket,
         destination_bucket=layout.bucket_of(tier),
         catchup=flux_duration(layout.catchup),
-        last_fields=_flux_strings(LAST_FIELDS),
-        flag_fields=_flux_strings(FLAG_FIELDS),
+        measured_predicate=_no_field(LAST_FIELDS | BOOL_FIELDS | TEXT_FIELDS | FLAG_FIELDS),
+        last_predicate=_any_field(LAST_FIELDS | BOOL_FIELDS | TEXT_FIELDS),
+        flag_predicate=_any_field(FLAG_FIELDS),
     )
 
 
