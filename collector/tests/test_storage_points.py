@@ -166,3 +166,22 @@ def test_one_template_renders_every_tier() -> None:
     assert 'option task = {name: "sunbox_downsample_30m", every: 30m}' in scripts[2]
     assert 'destination = "sunbox_2h"' in scripts[3]
     assert all("offset" not in s and "${" not in s and "//" not in s for s in scripts)
+
+
+def test_the_example_files_are_valid() -> None:
+    from pathlib import Path
+
+    from sunbox.storage import store_config
+
+    examples = Path(__file__).parents[1] / "examples"
+    assert layout.load(examples / "storage.yaml") == layout.parse(None)
+    cfg = store_config.load(examples / "store.yaml")
+    assert cfg.mqtt.client_id == "sunbox-store" and cfg.influx.bucket == "sunbox_raw"
+    with pytest.raises(ConfigError, match="receive_maximum"):
+        store_config.parse({**_store_minimal(), "batch_size": 30_000})
+    with pytest.raises(ConfigError, match="influx: Value error|influx: set exactly one of token"):
+        store_config.parse({**_store_minimal(), "influx": {}})
+
+
+def _store_minimal() -> dict[str, Any]:
+    return {"mqtt": {"username": "u", "password": "p"}, "influx": {"token": "t"}}
