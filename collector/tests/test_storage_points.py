@@ -179,7 +179,7 @@ def test_the_example_files_are_valid() -> None:
     assert cfg.mqtt.client_id == "sunbox-store" and cfg.influx.bucket == "sunbox_raw"
     with pytest.raises(ConfigError, match="receive_maximum"):
         store_config.parse({**_store_minimal(), "batch_size": 30_000})
-    with pytest.raises(ConfigError, match="influx: Value error|influx: set exactly one of token"):
+    with pytest.raises(ConfigError, match=r"influx: set exactly one of token"):
         store_config.parse({**_store_minimal(), "influx": {}})
 
 

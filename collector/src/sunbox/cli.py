@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from pathlib import Path
 
 from sunbox import config as config_mod
-from sunbox.protocols import jbd, litime
-from sunbox.protocols.errors import FrameError
+from sunbox import decode_cli
 from sunbox.storage import commands as storage_commands
-
-DECODERS = {"jbd": jbd.decode, "litime": litime.decode}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,9 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("-t", "--timeout", type=float, default=10.0)
     scan.add_argument("--adapter", default="hci0")
 
-    decode = sub.add_parser("decode", help="decode one frame given in hex")
-    decode.add_argument("protocol", choices=sorted(DECODERS))
-    decode.add_argument("hex")
+    decode_cli.add_parser(sub)
 
     sim = sub.add_parser("sim", help="run the simulated devices (bumble)")
     sim.add_argument("--hci", default="tcp-server:127.0.0.1:9001", help="bumble transport for the central side")
@@ -47,21 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--litime-address", default="C8:47:80:00:00:02")
     storage_commands.add_parsers(sub)
     return parser
-
-
-def cmd_decode(protocol: str, text: str) -> int:
-    try:
-        frame = bytes.fromhex(text.replace(" ", "").replace(":", ""))
-    except ValueError:
-        print(f"sunbox decode: not hex: {text!r}", file=sys.stderr)
-        return 1
-    try:
-        values = DECODERS[protocol](frame)
-    except FrameError as exc:
-        print(f"sunbox decode: bad {protocol} frame: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(values, sort_keys=True))
-    return 0
 
 
 async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None) -> int:
@@ -113,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "decode":
-        return cmd_decode(args.protocol, args.hex)
+        return decode_cli.cmd_decode(args)
     if args.command == "run":
         try:
             cfg = config_mod.load(args.config)

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 #: Bitmask fields: integers, aggregated with bitwise OR in the tiers.
-FLAG_FIELDS: frozenset[str] = frozenset({"alarm_bits", "protection_bits", "balance_bits"})
+FLAG_FIELDS: frozenset[str] = frozenset(
+    {"alarm_bits", "protection_bits", "balance_bits", "warning_bits", "off_reason_bits", "error_bits", "bms_bits"}
+)
 
 #: Numeric fields that are states, counters or constants: the tiers keep the window's
 #: last value instead of mean/min/max. Booleans and strings are always "last".
@@ -46,6 +48,31 @@ LAST_FIELDS: frozenset[str] = frozenset(
         "max_charge_power_today",
         "days_running",
         "firmware_version",
+        # Victron
+        "error_code",
+        "device_state_code",
+        "ac_in_state_code",
+        "mppt_mode",
+        "device_mode",
+        "day_sequence",
+        "yield_yesterday",
+        "max_charge_power_yesterday",
+        "full_discharges",
+        "deepest_discharge_ah",
+        "last_discharge_ah",
+        "average_discharge_ah",
+        "cumulative_ah_drawn",
+        "min_voltage",
+        "max_voltage",
+        "min_starter_voltage",
+        "max_starter_voltage",
+        "seconds_since_full_charge",
+        "automatic_syncs",
+        "low_voltage_alarms",
+        "high_voltage_alarms",
+        "discharged_energy",
+        "charged_energy",
+        "uptime",
         # health
         "last_reading_ms",
         "reconnects",
@@ -59,7 +86,9 @@ LAST_FIELDS: frozenset[str] = frozenset(
 TEXT_FIELDS: frozenset[str] = frozenset({"model", "production_date", "software_version", "charge_state", "last_error"})
 
 #: Fields whose values are booleans.
-BOOL_FIELDS: frozenset[str] = frozenset({"charge_fet_on", "discharge_fet_on", "load_on", "connected"})
+BOOL_FIELDS: frozenset[str] = frozenset(
+    {"charge_fet_on", "discharge_fet_on", "load_on", "connected", "alarm_on", "relay_on"}
+)
 
 #: Readings older than this (2015-01-01) are refused: a Pi without a real-time clock
 #: stamps 1970 before NTP has synchronised.
