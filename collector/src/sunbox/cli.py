@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         help="JBD address (repeat for several; default A4:C1:37:00:00:01)",
     )
     sim.add_argument("--litime-address", default="C8:47:80:00:00:02")
+    replay = sub.add_parser("sim-vedirect", help="replay a VE.Direct capture on a pseudo-terminal")
+    replay.add_argument("capture", type=Path)
+    replay.add_argument("--link", type=Path, default=None, help="also make this symlink to the terminal")
+    replay.add_argument("--interval", type=float, default=1.0, help="seconds between blocks")
+    replay.add_argument("--corrupt-every", type=int, default=None, help="break every n-th block's checksum")
     storage_commands.add_parsers(sub)
     return parser
 
@@ -88,6 +93,20 @@ async def _sim(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _sim_vedirect(args: argparse.Namespace) -> int:
+    from sunbox.sim.vedirect_pty import VeDirectReplay
+
+    replay = VeDirectReplay(args.capture.read_bytes(), args.interval, args.corrupt_every)
+    if args.link is not None:
+        replay.link(args.link)
+    print(replay.path, flush=True)
+    try:
+        await replay.run()
+    finally:
+        replay.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -116,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sunbox: invalid configuration: {exc}", file=sys.stderr)
                 return 2
         return asyncio.run(_scan(args.timeout, args.adapter, scan_cfg))
+    if args.command == "sim-vedirect":
+        try:
+            return asyncio.run(_sim_vedirect(args))
+        except KeyboardInterrupt:
+            return 0
     if args.command == "store":
         return storage_commands.cmd_store(args)
     if args.command == "influx":

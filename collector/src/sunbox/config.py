@@ -140,6 +140,26 @@ class DeviceConfig(Strict):
         return self
 
 
+class VeDirectConfig(Strict):
+    """A Victron device on a VE.Direct serial port (BMV/SmartShunt, MPPT, Phoenix)."""
+
+    id: str
+    #: a stable name: /dev/serial/by-id/usb-VictronEnergy_BV_VE_Direct_cable_<serial>-if00-port0
+    port: str
+    baudrate: int = 19200
+    #: at most one reading per this many seconds (the device sends one block per second)
+    publish_interval_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    #: reopen the port when no valid block arrived for this long
+    silence_timeout_s: Annotated[float, Field(ge=2, le=600)] = 10.0
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _DEVICE_ID.match(value):
+            raise ValueError("use 1-63 lower-case letters, digits, '-' or '_'")
+        return value
+
+
 class Config(Strict):
     """The whole collector configuration (``/etc/sunbox/sunbox.yaml``)."""
 
@@ -147,16 +167,18 @@ class Config(Strict):
     queue: QueueConfig = QueueConfig()
     ble: BleConfig = BleConfig()
     devices: list[DeviceConfig] = []
+    vedirect: list[VeDirectConfig] = []
     health_interval_s: Annotated[float, Field(ge=1)] = 30.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
         seen: set[str] = set()
-        for device in self.devices:
-            if device.id in seen:
-                raise ValueError(f"device id {device.id!r} is used twice")
-            seen.add(device.id)
+        ids = [d.id for d in self.devices] + [d.id for d in self.vedirect]
+        for device_id in ids:
+            if device_id in seen:
+                raise ValueError(f"device id {device_id!r} is used twice")
+            seen.add(device_id)
         return self
 
 

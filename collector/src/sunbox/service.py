@@ -14,6 +14,7 @@ from sunbox.ble.link import DeviceLink, Publish
 from sunbox.ble.scanner import Scanner
 from sunbox.config import Config
 from sunbox.drivers import DRIVERS
+from sunbox.serial.vedirect_source import VeDirectSource
 
 LOG = logging.getLogger(__name__)
 
@@ -67,24 +68,31 @@ class Collector:
             )
             for device in config.devices
         ]
+        self.serial_sources = [VeDirectSource(device, publish) for device in config.vedirect]
 
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
             for link in self.links:
                 link.publish_health()
+            for source in self.serial_sources:
+                source.publish_health()
 
     async def run(self) -> None:
         """Run until cancelled; every task is awaited on the way out."""
-        await self.scanner.start()
+        if self.links:  # no Bluetooth needed for a serial-only setup
+            await self.scanner.start()
         try:
             async with asyncio.TaskGroup() as group:
                 for link in self.links:
                     group.create_task(link.run(), name=f"link-{link.device.id}")
+                for source in self.serial_sources:
+                    group.create_task(source.run(), name=f"vedirect-{source.device.id}")
                 group.create_task(self._health_loop(), name="health")
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.scanner.stop(), 5)
+            if self.links:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.scanner.stop(), 5)
 
 
 async def run_service(config: Config) -> None:
@@ -95,7 +103,7 @@ async def run_service(config: Config) -> None:
     queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
     publisher = MqttPublisher(config.mqtt, queue)
     publisher.start()
-    backend = await open_backend(config)
+    backend = await open_backend(config) if config.devices else BleBackend()
     collector = Collector(config, backend, publisher.publish_reading)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()

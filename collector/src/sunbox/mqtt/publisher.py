@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -43,8 +44,12 @@ class MqttPublisher:
         self.prefix = config.topic_prefix
         self.published = 0
         self.queued = 0
+        # _lock orders publishing against the queue; paho is called while holding it.
+        # No paho callback takes _lock: paho runs callbacks while holding its own locks,
+        # and taking _lock there would invert the lock order and deadlock against a
+        # concurrent publish(). Acknowledgements are read from paho's MQTTMessageInfo.
         self._lock = threading.RLock()
-        self._inflight: dict[int, Message] = {}
+        self._inflight: deque[tuple[mqtt.MQTTMessageInfo, Message]] = deque()
         self._connected = False
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -63,7 +68,6 @@ class MqttPublisher:
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
         self.client = client
         self._drainer = threading.Thread(target=self._drain_loop, name="mqtt-drain", daemon=True)
 
@@ -91,7 +95,7 @@ class MqttPublisher:
                     info.wait_for_publish(2)
                 except (RuntimeError, ValueError):
                     pass
-            pending = [self._inflight[mid] for mid in sorted(self._inflight)]
+            pending = [message for info, message in self._inflight if not info.is_published()]
             self._inflight.clear()
         if pending:
             self.queue.put_many(pending)
@@ -118,14 +122,9 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        with self._lock:
-            self._connected = False
+        self._connected = False  # a plain store; see the note on _lock
         if not self._stop.is_set():
             LOG.warning("MQTT disconnected (%s); readings go to the disk queue", reason)
-
-    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
-        with self._lock:
-            self._inflight.pop(mid, None)
 
     # --- publishing -------------------------------------------------------------
 
@@ -158,7 +157,11 @@ class MqttPublisher:
                 info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:
                     if message.qos:
-                        self._inflight[info.mid] = message
+                        self._inflight.append((info, message))
+                        while self._inflight and self._inflight[0][0].is_published():
+                            self._inflight.popleft()
+                        if len(self._inflight) > 10_000:  # an old message still waits: prune behind it
+                            self._inflight = deque(e for e in self._inflight if not e[0].is_published())
                     self.published += 1
                     return
             self.queue.put(message)

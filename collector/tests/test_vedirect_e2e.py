@@ -1,0 +1,129 @@
+"""VE.Direct end to end: a pseudo-terminal replaying real captures -> the collector's serial
+source (pyserial) -> the real Mosquitto -> a subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sunbox.config import parse
+from sunbox.model import Reading
+from sunbox.mqtt.publisher import MqttPublisher
+from sunbox.mqtt.queue import DiskQueue
+from sunbox.service import BleBackend, Collector
+from sunbox.sim.vedirect_pty import VeDirectReplay
+from sunbox_stack.servers import Mosquitto
+
+from .test_mqtt_e2e import Subscriber, wait_until
+
+pytestmark = pytest.mark.stack
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@contextlib.asynccontextmanager
+async def replaying(name: str, corrupt_every: int | None = None) -> AsyncIterator[VeDirectReplay]:
+    replay = VeDirectReplay((FIXTURES / name).read_bytes(), interval=0.02, corrupt_every=corrupt_every)
+    task = asyncio.create_task(replay.run())
+    try:
+        yield replay
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        replay.close()
+
+
+def config_for(server: Mosquitto, tmp_path: Path, ports: dict[str, str]) -> Any:
+    return parse(
+        {
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": server.port,
+                "username": server.username,
+                "password": server.password,
+                "client_id": f"collector-{uuid.uuid4().hex[:6]}",
+            },
+            "queue": {"path": str(tmp_path / "queue.sqlite3")},
+            "vedirect": [{"id": d, "port": p, "publish_interval_s": 0} for d, p in ports.items()],
+            "health_interval_s": 1,
+        }
+    )
+
+
+async def test_vedirect_readings_reach_a_subscriber(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    subscriber = Subscriber(mosquitto)
+    sent: list[Reading] = []
+    async with replaying("vedirect_bluesolar_1.23.dump", corrupt_every=5) as mppt, replaying(
+        "vedirect_bvm702.dump"
+    ) as bmv:
+        config = config_for(mosquitto, tmp_path, {"mppt": mppt.path, "shunt": bmv.path})
+        queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
+        publisher = MqttPublisher(config.mqtt, queue)
+        publisher.start()
+
+        def publish(reading: Reading) -> None:
+            sent.append(reading)
+            publisher.publish_reading(reading)
+
+        collector = Collector(config, BleBackend(), publish)
+        task = asyncio.create_task(collector.run())
+        try:
+            await wait_until(lambda: len(subscriber.states("mppt")) >= 10 and len(subscriber.states("shunt")) >= 5)
+            await wait_until(lambda: "sunbox/shunt/health" in subscriber.topics())
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.to_thread(publisher.stop)
+            queue.close()
+            subscriber.close()
+    charger = subscriber.states("mppt")
+    assert all(s["kind"] == "charger" and s["model"] == "BlueSolar Charger MPPT 75/15" for s in charger)
+    assert all(25 < s["pv_voltage"] < 40 and s["battery_voltage"] > 12 for s in charger)
+    assert all(s["charge_state"] in ("bulk", "absorption", "float", "off") for s in charger)
+    shunt = subscriber.states("shunt")
+    # every battery reading is a merged BMV pair: main and history fields together
+    assert all("soc" in s and "charged_energy" in s for s in shunt)
+    assert all(11.5 < s["voltage"] < 13 and s["charged_energy"] == 85270.0 for s in shunt)
+    source = next(s for s in collector.serial_sources if s.device.id == "mppt")
+    assert source.parser.stats.bad_checksums >= 1, "the corrupted blocks were seen"
+    assert source.health.errors_total >= source.parser.stats.bad_checksums
+    # a corrupted block is never published: every published PV voltage is one the capture holds
+    capture = (FIXTURES / "vedirect_bluesolar_1.23.dump").read_bytes()
+    for reading in (r for r in sent if r.device_id == "mppt" and r.kind == "charger"):
+        assert f"VPV\t{round(reading.values['pv_voltage'] * 1000)}\r\n".encode() in capture
+
+
+async def test_a_vanished_port_is_reopened(tmp_path: Path) -> None:
+    link = tmp_path / "ttyVE"
+    readings: list[Reading] = []
+    config = parse(
+        {
+            "mqtt": {"username": "u", "password": "p"},
+            "vedirect": [{"id": "mppt", "port": str(link), "publish_interval_s": 0, "silence_timeout_s": 2}],
+        }
+    )
+    collector = Collector(config, BleBackend(), readings.append)
+    task = asyncio.create_task(collector.run())
+    try:
+        await asyncio.sleep(1.5)  # no port yet: counted, retried
+        source = collector.serial_sources[0]
+        assert source.health.errors_total >= 1 and "cannot open" in (source.health.last_error or "")
+        async with replaying("vedirect_bluesolar_1.23.dump") as replay:
+            replay.link(link)
+            await wait_until(lambda: any(r.kind == "charger" for r in readings), timeout=30)
+        before = len(readings)
+        async with replaying("vedirect_bluesolar_1.23.dump") as replay:  # the cable is plugged back in
+            replay.link(link)
+            await wait_until(lambda: len([r for r in readings[before:] if r.kind == "charger"]) >= 3, timeout=30)
+        assert source.health.reconnects >= 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
