@@ -59,9 +59,10 @@ def config_for(server: Mosquitto, tmp_path: Path, ports: dict[str, str]) -> Any:
 async def test_vedirect_readings_reach_a_subscriber(mosquitto: Mosquitto, tmp_path: Path) -> None:
     subscriber = Subscriber(mosquitto)
     sent: list[Reading] = []
-    async with replaying("vedirect_bluesolar_1.23.dump", corrupt_every=5) as mppt, replaying(
-        "vedirect_bvm702.dump"
-    ) as bmv:
+    async with (
+        replaying("vedirect_bluesolar_1.23.dump", corrupt_every=5) as mppt,
+        replaying("vedirect_bvm702.dump") as bmv,
+    ):
         config = config_for(mosquitto, tmp_path, {"mppt": mppt.path, "shunt": bmv.path})
         queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
         publisher = MqttPublisher(config.mqtt, queue)

@@ -160,6 +160,40 @@ class VeDirectConfig(Strict):
         return value
 
 
+class VictronAdvertConfig(Strict):
+    """A Victron device read from its Instant Readout adverts (no connection)."""
+
+    id: str
+    address: str
+    #: the 16-byte advert key from VictronConnect (Product info > Instant readout details)
+    key: str
+    #: at most one reading per this many seconds (adverts come about once a second)
+    interval_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    #: no advert for this long: the device is reported as not connected
+    stale_after_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _DEVICE_ID.match(value):
+            raise ValueError("use 1-63 lower-case letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not _MAC.match(value):
+            raise ValueError("not a Bluetooth MAC address (AA:BB:CC:DD:EE:FF)")
+        return value.upper()
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9A-Fa-f]{32}", value):
+            raise ValueError("the advert key is 32 hex digits (16 bytes)")
+        return value.lower()
+
+
 class Config(Strict):
     """The whole collector configuration (``/etc/sunbox/sunbox.yaml``)."""
 
@@ -168,13 +202,14 @@ class Config(Strict):
     ble: BleConfig = BleConfig()
     devices: list[DeviceConfig] = []
     vedirect: list[VeDirectConfig] = []
+    victron_adverts: list[VictronAdvertConfig] = []
     health_interval_s: Annotated[float, Field(ge=1)] = 30.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
         seen: set[str] = set()
-        ids = [d.id for d in self.devices] + [d.id for d in self.vedirect]
+        ids = [d.id for d in self.devices] + [d.id for d in self.vedirect] + [d.id for d in self.victron_adverts]
         for device_id in ids:
             if device_id in seen:
                 raise ValueError(f"device id {device_id!r} is used twice")

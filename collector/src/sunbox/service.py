@@ -12,6 +12,7 @@ from typing import Any
 from sunbox.ble.adapter import AdapterSupervisor, PowerCycle, bluez_power_cycle
 from sunbox.ble.link import DeviceLink, Publish
 from sunbox.ble.scanner import Scanner
+from sunbox.ble.victron_adverts import VictronAdvertSource
 from sunbox.config import Config
 from sunbox.drivers import DRIVERS
 from sunbox.serial.vedirect_source import VeDirectSource
@@ -69,6 +70,9 @@ class Collector:
             for device in config.devices
         ]
         self.serial_sources = [VeDirectSource(device, publish) for device in config.vedirect]
+        self.advert_sources = [VictronAdvertSource(device, publish) for device in config.victron_adverts]
+        for source in self.advert_sources:
+            self.scanner.listeners.append(source.on_advert)
 
     async def _health_loop(self) -> None:
         while True:
@@ -77,10 +81,13 @@ class Collector:
                 link.publish_health()
             for source in self.serial_sources:
                 source.publish_health()
+            for advert_source in self.advert_sources:
+                advert_source.publish_health()
 
     async def run(self) -> None:
         """Run until cancelled; every task is awaited on the way out."""
-        if self.links:  # no Bluetooth needed for a serial-only setup
+        uses_ble = bool(self.links or self.advert_sources)
+        if uses_ble:  # no Bluetooth needed for a serial-only setup
             await self.scanner.start()
         try:
             async with asyncio.TaskGroup() as group:
@@ -90,7 +97,7 @@ class Collector:
                     group.create_task(source.run(), name=f"vedirect-{source.device.id}")
                 group.create_task(self._health_loop(), name="health")
         finally:
-            if self.links:
+            if uses_ble:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.scanner.stop(), 5)
 
@@ -103,7 +110,7 @@ async def run_service(config: Config) -> None:
     queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
     publisher = MqttPublisher(config.mqtt, queue)
     publisher.start()
-    backend = await open_backend(config) if config.devices else BleBackend()
+    backend = await open_backend(config) if config.devices or config.victron_adverts else BleBackend()
     collector = Collector(config, backend, publisher.publish_reading)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()

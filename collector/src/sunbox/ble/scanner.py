@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,11 @@ class Scanner:
                 from bleak.backends.bluezdbus.advertisement_monitor import OrPattern
 
                 kwargs["bluez"]["or_patterns"] = [OrPattern(0, AdvertisementDataType.FLAGS, b"\x06")]
+            else:
+                # report every advert, not only changed ones (Instant Readout at the device's rate)
+                kwargs["bluez"]["filters"] = {"DuplicateData": True}
         self._scanner = BleakScanner(self._on_advert, **kwargs)
+        self.listeners: list[Callable[[BLEDevice, AdvertisementData], None]] = []
         self.seen: dict[str, Seen] = {}
         self._changed = asyncio.Event()
         self.adverts = 0
@@ -48,6 +53,8 @@ class Scanner:
         self.adverts += 1
         self.seen[device.address.upper()] = Seen(device, advertisement, time.monotonic())
         self._changed.set()
+        for listener in self.listeners:
+            listener(device, advertisement)
 
     async def start(self) -> None:
         await self._scanner.start()

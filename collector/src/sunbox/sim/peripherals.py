@@ -377,3 +377,67 @@ class SimWorld:
             public_address=self.central_address,
         )
         return transport
+
+
+class VictronAdvertiser(SimPeripheral):
+    """A Victron product sending encrypted Instant Readout adverts (manufacturer data 0x02E1).
+
+    ``template`` is a captured advert (the bytes after the company id) whose header
+    (record 0x10, product id, record type) is kept; ``plaintext`` is the decrypted record
+    sent with a fresh nonce every ``interval`` s, encrypted with AES-128-CTR as the
+    Victron "Extra manufacturer data" document describes (pycryptodome).
+    """
+
+    def __init__(
+        self,
+        link: SimLink,
+        address: str,
+        key: bytes,
+        template: bytes,
+        plaintext: bytes,
+        interval: float = 0.2,
+        name: str = "SmartSolar HQ2242SIM",
+    ) -> None:
+        super().__init__(link, address, name)
+        self.key = key
+        self.template = template
+        self.plaintext = plaintext
+        self.interval = interval
+        self.nonce = int.from_bytes(template[5:7], "little")
+        self.sent = 0
+
+    def advert(self) -> bytes:
+        from Crypto.Cipher import AES
+        from Crypto.Util import Counter
+
+        counter = Counter.new(128, initial_value=self.nonce, little_endian=True)
+        ciphertext = AES.new(self.key, AES.MODE_CTR, counter=counter).encrypt(self.plaintext)
+        return self.template[:5] + self.nonce.to_bytes(2, "little") + self.key[:1] + ciphertext
+
+    def _advertising_data(self) -> bytes:
+        return bytes(
+            AdvertisingData(
+                [
+                    (AdvertisingData.FLAGS, bytes([0x06])),
+                    (AdvertisingData.MANUFACTURER_SPECIFIC_DATA, b"\xe1\x02" + self.advert()),
+                ]
+            )
+        )
+
+    async def start(self) -> None:
+        await super().start()
+        self._spawn(self._rotate())
+
+    async def _rotate(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.nonce = (self.nonce + 1) & 0xFFFF
+            await self.device.stop_advertising()
+            await self.device.start_advertising(
+                auto_restart=True,
+                own_address_type=hci.OwnAddressType.PUBLIC,
+                advertising_data=self._advertising_data(),
+                advertising_interval_min=50,
+                advertising_interval_max=50,
+            )
+            self.sent += 1

@@ -1,0 +1,108 @@
+"""Instant Readout end to end: bumble advertisers sending encrypted adverts -> the shared
+scanner (production bleak path on the bumble backend) -> the collector -> the real Mosquitto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sunbox.config import parse
+from sunbox.model import Reading
+from sunbox.mqtt.publisher import MqttPublisher
+from sunbox.mqtt.queue import DiskQueue
+from sunbox.service import BleBackend, Collector
+from sunbox.sim.peripherals import SimWorld, VictronAdvertiser
+from sunbox_stack.servers import Mosquitto
+
+from .test_mqtt_e2e import Subscriber, wait_until
+
+pytestmark = pytest.mark.stack
+VECTORS = json.loads((Path(__file__).parent / "fixtures" / "devices.json").read_text())["victron_advert"]
+SOLAR, SHUNT = VECTORS[0], VECTORS[1]
+
+
+def advertiser(world: SimWorld, address: str, vector: dict[str, Any]) -> VictronAdvertiser:
+    peripheral = VictronAdvertiser(
+        world.link,
+        address,
+        bytes.fromhex(vector["key"]),
+        bytes.fromhex(vector["mfr_data_after_company_id"]),
+        bytes.fromhex(vector["decrypted"]),
+        interval=0.1,
+    )
+    world.add(peripheral)
+    return peripheral
+
+
+async def test_adverts_become_readings(
+    world: SimWorld, mosquitto: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    advertiser(world, "D0:00:00:00:00:01", SOLAR)
+    advertiser(world, "D0:00:00:00:00:02", SHUNT)
+    stale = advertiser(world, "D0:00:00:00:00:03", SOLAR)
+    await world.start()
+    config = parse(
+        {
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": mosquitto.port,
+                "username": mosquitto.username,
+                "password": mosquitto.password,
+                "client_id": f"collector-{uuid.uuid4().hex[:6]}",
+            },
+            "queue": {"path": str(tmp_path / "queue.sqlite3")},
+            "ble": {"scanning_mode": "passive"},
+            "victron_adverts": [
+                {"id": "solar", "address": "D0:00:00:00:00:01", "key": SOLAR["key"], "interval_s": 0.5},
+                {"id": "shunt", "address": "D0:00:00:00:00:02", "key": SHUNT["key"], "interval_s": 0.5},
+                {"id": "rekeyed", "address": "D0:00:00:00:00:03", "key": "00" * 16, "interval_s": 0},
+            ],
+            "health_interval_s": 1,
+        }
+    )
+    subscriber = Subscriber(mosquitto)
+    queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
+    publisher = MqttPublisher(config.mqtt, queue)
+    publisher.start()
+    sent: list[Reading] = []
+
+    def publish(reading: Reading) -> None:
+        sent.append(reading)
+        publisher.publish_reading(reading)
+
+    central = await world.central()
+    collector = Collector(config, BleBackend(central.client_backend(), central.scanner_backend(), None), publish)
+    caplog.set_level(logging.ERROR, logger="sunbox.ble.victron_adverts")
+    task = asyncio.create_task(collector.run())
+    try:
+        await wait_until(lambda: len(subscriber.states("solar")) >= 3 and len(subscriber.states("shunt")) >= 3)
+        await wait_until(lambda: stale.sent >= 10 and "sunbox/rekeyed/health" in subscriber.topics())
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(publisher.stop)
+        queue.close()
+        subscriber.close()
+    solar = subscriber.states("solar")[-1]
+    assert solar["kind"] == "charger" and solar["battery_voltage"] == 13.88 and solar["pv_power"] == 19.0
+    assert solar["charge_state"] == "absorption" and solar["model"] == "BlueSolar Charger MPPT 75/15"
+    shunt = subscriber.states("shunt")[-1]
+    assert shunt["kind"] == "battery" and shunt["soc"] == 50.0 and shunt["consumed_ah"] == 50.0
+    # rate-limited: adverts arrive every 0.1 s, readings at most every 0.5 s
+    source = next(s for s in collector.advert_sources if s.device.id == "solar")
+    times = [r.time_ms for r in sent if r.device_id == "solar" and r.kind == "charger"]
+    assert source.adverts > len(times) and all(b - a >= 450 for a, b in zip(times, times[1:], strict=False))
+    # the wrong key: nothing published, counted on every advert, logged once
+    rekeyed = next(s for s in collector.advert_sources if s.device.id == "rekeyed")
+    assert not [r for r in sent if r.device_id == "rekeyed" and r.kind != "health"]
+    assert rekeyed.key_errors >= 5 and "does not match" in (rekeyed.health.last_error or "")
+    assert len([r for r in caplog.records if "rekeyed" in r.getMessage()]) == 1
