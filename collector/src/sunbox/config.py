@@ -194,6 +194,40 @@ class VictronAdvertConfig(Strict):
         return value.lower()
 
 
+class VenusConfig(Strict):
+    """A Venus OS GX device read over its MQTT broker."""
+
+    #: prefix of the device ids: <id>-<service>-<instance>, e.g. gx-solarcharger-279
+    id: str
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    client_id: str = "sunbox-venus"
+    #: found from N/+/system/0/Serial when not given
+    portal_id: str | None = None
+    keepalive_interval_s: Annotated[float, Field(gt=0, lt=60)] = 30.0
+    publish_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    #: Venus OS 3.20 and later; set false for older versions
+    suppress_republish: bool = True
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _DEVICE_ID.match(value):
+            raise ValueError("use 1-63 lower-case letters, digits, '-' or '_'")
+        return value
+
+    def resolved_password(self) -> str:
+        """The password, read from ``password_file`` when that is set ("" when neither is)."""
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        return self.password or ""
+
+
 class Config(Strict):
     """The whole collector configuration (``/etc/sunbox/sunbox.yaml``)."""
 
@@ -203,13 +237,15 @@ class Config(Strict):
     devices: list[DeviceConfig] = []
     vedirect: list[VeDirectConfig] = []
     victron_adverts: list[VictronAdvertConfig] = []
+    venus: list[VenusConfig] = []
     health_interval_s: Annotated[float, Field(ge=1)] = 30.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
         seen: set[str] = set()
-        ids = [d.id for d in self.devices] + [d.id for d in self.vedirect] + [d.id for d in self.victron_adverts]
+        ids = [d.id for d in self.devices] + [d.id for d in self.vedirect]
+        ids += [d.id for d in self.victron_adverts] + [d.id for d in self.venus]
         for device_id in ids:
             if device_id in seen:
                 raise ValueError(f"device id {device_id!r} is used twice")

@@ -16,6 +16,7 @@ from sunbox.ble.victron_adverts import VictronAdvertSource
 from sunbox.config import Config
 from sunbox.drivers import DRIVERS
 from sunbox.serial.vedirect_source import VeDirectSource
+from sunbox.venus.source import VenusSource
 
 LOG = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Collector:
             for device in config.devices
         ]
         self.serial_sources = [VeDirectSource(device, publish) for device in config.vedirect]
+        self.venus_sources = [VenusSource(device, publish) for device in config.venus]
         self.advert_sources = [VictronAdvertSource(device, publish) for device in config.victron_adverts]
         for source in self.advert_sources:
             self.scanner.listeners.append(source.on_advert)
@@ -83,6 +85,8 @@ class Collector:
                 source.publish_health()
             for advert_source in self.advert_sources:
                 advert_source.publish_health()
+            for venus_source in self.venus_sources:
+                venus_source.publish_health()
 
     async def run(self) -> None:
         """Run until cancelled; every task is awaited on the way out."""
@@ -95,6 +99,8 @@ class Collector:
                     group.create_task(link.run(), name=f"link-{link.device.id}")
                 for source in self.serial_sources:
                     group.create_task(source.run(), name=f"vedirect-{source.device.id}")
+                for gx in self.venus_sources:
+                    group.create_task(gx.run(), name=f"venus-{gx.config.id}")
                 group.create_task(self._health_loop(), name="health")
         finally:
             if uses_ble:

@@ -36,8 +36,8 @@ class Scanner:
         else:
             kwargs["bluez"] = {"adapter": adapter}
             if scanning_mode == "passive":
+                from bleak.args.bluez import OrPattern
                 from bleak.assigned_numbers import AdvertisementDataType
-                from bleak.backends.bluezdbus.advertisement_monitor import OrPattern
 
                 kwargs["bluez"]["or_patterns"] = [OrPattern(0, AdvertisementDataType.FLAGS, b"\x06")]
             else:
