@@ -128,3 +128,36 @@ async def test_a_vanished_port_is_reopened(tmp_path: Path) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_run_once_exit_codes(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """``sunbox run --once``: 0 when every device was read, 1 naming the one that was not."""
+    import json as json_mod
+    import sys
+
+    async with replaying("vedirect_bluesolar_1.23.dump") as mppt:
+
+        async def once(ports: dict[str, str]) -> tuple[int, str]:
+            config = config_for(mosquitto, tmp_path, ports).model_dump(mode="json")
+            path = tmp_path / "sunbox.yaml"
+            path.write_text(json_mod.dumps(config))  # JSON is YAML
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sunbox.cli",
+                "run",
+                "--once",
+                "-c",
+                str(path),
+                "--timeout",
+                "4",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await process.communicate()
+            return process.returncode or 0, (out + err).decode()
+
+        code, output = await once({"mppt": mppt.path})
+        assert code == 0, output
+        code, output = await once({"mppt": mppt.path, "unplugged": str(tmp_path / "no-such-port")})
+        assert code == 1 and "no reading from unplugged" in output, output

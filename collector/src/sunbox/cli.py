@@ -20,6 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the collector service")
     run.add_argument("-c", "--config", type=Path, default=config_mod.DEFAULT_PATH)
     run.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="read every configured device once, publish, exit 0 (all read) or 1 (naming the missing)",
+    )
+    run.add_argument("--timeout", type=float, default=60.0, help="--once: give up on a device after this long")
 
     scan = sub.add_parser("scan", help="list nearby devices with RSSI and the driver for each")
     scan.add_argument("-c", "--config", type=Path, default=None, help="take the BLE backend from this config")
@@ -107,6 +113,12 @@ async def _sim_vedirect(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_mod_ids(cfg: config_mod.Config) -> list[str]:
+    from sunbox.service import expected_ids
+
+    return expected_ids(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -122,6 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.config}: OK, {len(cfg.devices)} device(s)")
             return 0
         logging.getLogger().setLevel(cfg.log_level)
+        if args.once:
+            from sunbox.service import run_once
+
+            missing = asyncio.run(run_once(cfg, args.timeout))
+            if missing:
+                print(f"sunbox run --once: no reading from {', '.join(missing)}", file=sys.stderr)
+                return 1
+            print(f"sunbox run --once: read all {len(config_mod_ids(cfg))} device(s)")
+            return 0
         from sunbox.service import run_service
 
         asyncio.run(run_service(cfg))

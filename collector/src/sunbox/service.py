@@ -15,6 +15,7 @@ from sunbox.ble.scanner import Scanner
 from sunbox.ble.victron_adverts import VictronAdvertSource
 from sunbox.config import Config
 from sunbox.drivers import DRIVERS
+from sunbox.model import Reading
 from sunbox.serial.vedirect_source import VeDirectSource
 from sunbox.venus.source import VenusSource
 
@@ -133,3 +134,56 @@ async def run_service(config: Config) -> None:
                 await closer.close()
         await asyncio.to_thread(publisher.stop)
         queue.close()
+
+
+def expected_ids(config: Config) -> list[str]:
+    """Every configured device id (a Venus source counts as read once any of its devices is)."""
+    ids = [d.id for d in config.devices] + [d.id for d in config.vedirect]
+    return ids + [d.id for d in config.victron_adverts] + [d.id for d in config.venus]
+
+
+async def run_once(config: Config, timeout: float) -> list[str]:
+    """``sunbox run --once``: read every configured device once, publish, stop.
+
+    Returns the ids of the devices that gave no reading within ``timeout`` s (empty when
+    all were read). Readings the broker has not acknowledged at the end stay in the disk
+    queue for the next run, as in the service.
+    """
+    from sunbox.mqtt.publisher import MqttPublisher
+    from sunbox.mqtt.queue import DiskQueue
+
+    queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
+    publisher = MqttPublisher(config.mqtt, queue)
+    publisher.start()
+    backend = await open_backend(config) if config.devices or config.victron_adverts else BleBackend()
+    wanted = set(expected_ids(config))
+    venus_ids = {d.id for d in config.venus}
+    read: set[str] = set()
+    done = asyncio.Event()
+
+    def publish(reading: Reading) -> None:
+        publisher.publish_reading(reading)
+        if reading.kind == "health":
+            return
+        device = reading.device_id
+        owner = next((v for v in venus_ids if device.startswith(v + "-")), device)
+        read.add(owner)
+        if wanted <= read:
+            done.set()
+
+    collector = Collector(config, backend, publish)
+    task = asyncio.create_task(collector.run())
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for closer in backend.closers:
+            with contextlib.suppress(Exception):
+                await closer.close()
+        await asyncio.to_thread(publisher.flush, 10.0)
+        await asyncio.to_thread(publisher.stop)
+        queue.close()
+    return sorted(wanted - read)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -81,6 +82,19 @@ class MqttPublisher:
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
         self.client.loop_start()
         self._drainer.start()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until the broker acknowledged everything and the disk
+        queue is empty; True when it did."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                pending = any(not info.is_published() for info, _ in self._inflight)
+            if not pending and len(self.queue) == 0 and self._connected:
+                return True
+            self._wake.set()
+            time.sleep(0.05)
+        return False
 
     def stop(self) -> None:
         """Announce offline, flush what the broker has not acknowledged to disk, disconnect."""
