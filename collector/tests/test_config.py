@@ -57,3 +57,13 @@ def test_yaml_errors(tmp_path: Path) -> None:
         load(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "missing.yaml")
+
+
+def test_the_example_configuration_is_valid() -> None:
+    from pathlib import Path
+
+    from sunbox.config import load
+
+    cfg = load(Path(__file__).parents[1] / "examples" / "sunbox.yaml")
+    assert [d.id for d in cfg.vedirect] == ["shunt"] and cfg.venus[0].suppress_republish
+    assert cfg.victron_adverts[0].key == "adeccb947395801a4dd45a2eaa44bf17"

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sunbox: invalid configuration: {exc}", file=sys.stderr)
             return 2
         if args.check:
-            print(f"{args.config}: OK, {len(cfg.devices)} device(s)")
+            print(f"{args.config}: OK, {len(config_mod_ids(cfg))} device(s)")
             return 0
         logging.getLogger().setLevel(cfg.log_level)
         if args.once:
