@@ -97,7 +97,7 @@ class DeviceConfig(Strict):
     """One monitored device."""
 
     id: str
-    driver: Literal["jbd", "litime"]
+    driver: Literal["jbd", "litime", "smartsolar"]
     address: str
     name: str | None = None
     poll_interval_s: Annotated[float, Field(ge=0.5, le=3600)] = 5.0
@@ -105,7 +105,7 @@ class DeviceConfig(Strict):
     max_poll_errors: Annotated[int, Field(ge=1)] = 3
     #: JBD FF AA handshake user password (6 characters); None = no handshake
     password: str | None = None
-    #: BLE passkey for devices that need pairing (newer JBD firmware)
+    #: BLE passkey for devices that need pairing (newer JBD firmware; SmartSolar, default 000000)
     passkey: Annotated[int, Field(ge=0, le=999999)] | None = None
     #: LiTime: allow switching the load output (register 0x0120)
     control: bool = False
@@ -131,10 +131,19 @@ class DeviceConfig(Strict):
             raise ValueError("JBD passwords are 6 ASCII characters")
         return value
 
+    @property
+    def pairing_passkey(self) -> int | None:
+        """The passkey to pair with: the configured one; 000000 for a SmartSolar without one."""
+        if self.passkey is None and self.driver == "smartsolar":
+            return 0
+        return self.passkey
+
     @model_validator(mode="after")
     def _driver_options(self) -> DeviceConfig:
-        if self.driver != "jbd" and (self.password is not None or self.passkey is not None):
-            raise ValueError("password and passkey apply to the jbd driver only")
+        if self.driver != "jbd" and self.password is not None:
+            raise ValueError("password applies to the jbd driver only")
+        if self.driver == "litime" and self.passkey is not None:
+            raise ValueError("passkey applies to the jbd and smartsolar drivers only")
         if self.driver != "litime" and self.control:
             raise ValueError("control applies to the litime driver only")
         return self

@@ -40,8 +40,8 @@ async def open_backend(config: Config) -> BleBackend:
 
     central = await BumbleCentral.open(config.ble.bumble_transport)
     for device in config.devices:
-        if device.passkey is not None:
-            central.passkeys[device.address] = device.passkey
+        if device.pairing_passkey is not None:
+            central.passkeys[device.address] = device.pairing_passkey
     return BleBackend(central.client_backend(), central.scanner_backend(), central.power_cycle, [central])
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 from .base import Driver
 from .jbd import JbdDriver
 from .litime import LiTimeDriver
+from .smartsolar import SmartSolarDriver
 
-DRIVERS: dict[str, type[Driver]] = {JbdDriver.name: JbdDriver, LiTimeDriver.name: LiTimeDriver}
+DRIVERS: dict[str, type[Driver]] = {
+    JbdDriver.name: JbdDriver,
+    LiTimeDriver.name: LiTimeDriver,
+    SmartSolarDriver.name: SmartSolarDriver,
+}
 
 
 def driver_for_advert(name: str | None, service_uuids: list[str]) -> str | None:

@@ -88,7 +88,7 @@ class VregAssembler:
         while self._buffer:
             try:
                 message, used = parse_one(bytes(self._buffer))
-            except _Incomplete:
+            except IncompleteMessage:
                 if len(self._buffer) > MAX_MESSAGE:
                     self.skipped += 1
                     del self._buffer[0]
@@ -103,8 +103,8 @@ class VregAssembler:
         return out
 
 
-class _Incomplete(Exception):
-    pass
+class IncompleteMessage(Exception):
+    """More bytes are needed to finish the message."""
 
 
 def parse_one(data: bytes) -> tuple[Message, int]:
@@ -112,10 +112,10 @@ def parse_one(data: bytes) -> tuple[Message, int]:
 
     Raises:
         FrameError: not a message.
-        _Incomplete: (internal) more bytes are needed.
+        IncompleteMessage: more bytes are needed.
     """
     if len(data) < 2:
-        raise _Incomplete
+        raise IncompleteMessage
     kind, interface = data[0], data[1]
     if kind not in (GET, SET, ERROR, VALUE, STATUS):
         raise FrameError(f"not a VictronConnect message type: 0x{kind:02x}")
@@ -134,7 +134,7 @@ def parse_one(data: bytes) -> tuple[Message, int]:
         value = decoder.decode()
         return Message(kind, interface, first, value), 2 + decoder.fp.tell()
     except cbor2.CBORDecodeEOF:
-        raise _Incomplete from None
+        raise IncompleteMessage from None
     except cbor2.CBORDecodeError as exc:
         raise FrameError(f"bad CBOR: {exc}") from None
 
@@ -147,7 +147,7 @@ def parse_message(data: bytes) -> Message:
     """
     try:
         message, used = parse_one(data)
-    except _Incomplete:
+    except IncompleteMessage:
         raise FrameError("truncated VictronConnect message") from None
     if used != len(data):
         raise FrameError(f"{len(data) - used} bytes after the message")

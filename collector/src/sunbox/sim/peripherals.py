@@ -441,3 +441,122 @@ class VictronAdvertiser(SimPeripheral):
                 advertising_interval_max=50,
             )
             self.sent += 1
+
+
+class SmartSolarSimulator(SimPeripheral):
+    """A Victron SmartSolar speaking the VictronConnect GATT protocol (service 306b0001).
+
+    Needs passkey pairing: until the link is encrypted, writes are ignored. The product's
+    default passkey is 000000, but bumble's SMP asserts a truthy passkey, so the simulator
+    needs another one (see the tests). A GET is answered with VALUE messages, split across notifications of
+    306b0003 and 306b0004 at odd byte counts, so clients must reassemble. An unknown
+    VREG gets the status ``09 <if> <vreg> 01``. Without a keep-alive (SET of VREG 0x0093)
+    for ``keepalive_timeout`` s after the last one, the device drops the link. That is
+    the product's behaviour (ve_regs.h, VE_REG_CONNECTION_KEEP_ALIVE).
+    """
+
+    service_uuid = "306b0001-b081-4037-83dc-e59fcc3cdfd0"
+
+    def __init__(
+        self,
+        link: SimLink,
+        address: str = "F9:3E:4C:00:00:09",
+        name: str = "SmartSolar HQ2242SIM",
+        passkey: int = 147258,
+        keepalive_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(link, address, name)
+        from sunbox.protocols import vreg
+
+        self._vreg = vreg
+        self.keepalive_timeout = keepalive_timeout
+        self.keepalives = 0
+        self.gets = 0
+        self.ignored_unpaired = 0
+        self._deadline: dict[int, float] = {}
+        self.values: dict[int, bytes] = {
+            0xED8D: (1345).to_bytes(2, "little", signed=True),  # battery 13.45 V
+            0xED8F: (52).to_bytes(2, "little", signed=True),  # 5.2 A
+            0xED8E: (70).to_bytes(2, "little", signed=True),  # 70 W
+            0xEDBB: bytes.fromhex("630e"),  # PV 36.83 V (birdie1/victron issue 16)
+            0xEDBC: (7150).to_bytes(4, "little"),  # PV 71.50 W
+            0xEDBD: (19).to_bytes(2, "little"),  # PV 1.9 A
+            0xEDAD: (3).to_bytes(2, "little"),  # load 0.3 A
+            0xEDD3: (42).to_bytes(2, "little"),  # yield today 0.42 kWh
+            0xEDDA: b"\x00",
+            0xEDDB: (2315).to_bytes(2, "little", signed=True),  # 23.15 degC
+            0x0201: b"\x03",  # bulk
+        }
+        self.control_char = Characteristic(
+            vreg.CONTROL,
+            Characteristic.Properties.WRITE | Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
+            Characteristic.WRITEABLE,
+            CharacteristicValue(write=self._on_write),
+        )
+        self.commands_char = Characteristic(
+            vreg.COMMANDS,
+            Characteristic.Properties.WRITE
+            | Characteristic.Properties.WRITE_WITHOUT_RESPONSE
+            | Characteristic.Properties.NOTIFY,
+            Characteristic.WRITEABLE,
+            CharacteristicValue(write=self._on_write),
+        )
+        self.stream_char = Characteristic(vreg.STREAM, Characteristic.Properties.NOTIFY, Characteristic.READABLE, b"")
+        self.device.add_service(Service(self.service_uuid, [self.control_char, self.commands_char, self.stream_char]))
+        delegate = _DisplayPasskey(passkey)
+        self.device.pairing_config_factory = lambda _c: PairingConfig(
+            sc=True, mitm=True, bonding=True, delegate=delegate
+        )
+
+    def _on_connection(self, connection: Connection) -> None:
+        super()._on_connection(connection)
+        self._deadline[connection.handle] = time.monotonic() + self.keepalive_timeout
+        self._spawn(self._watchdog(connection))
+
+    async def _watchdog(self, connection: Connection) -> None:
+        while connection.handle in self.device.connections:
+            if time.monotonic() > self._deadline.get(connection.handle, 0):
+                LOG.info("sim SmartSolar: no keep-alive, dropping the link")
+                try:
+                    await asyncio.wait_for(connection.disconnect(), 5)
+                except Exception:
+                    LOG.debug("sim drop failed", exc_info=True)
+                return
+            await asyncio.sleep(0.1)
+
+    async def _notify_split(self, connection: Connection, data: bytes) -> None:
+        if self.silent:
+            return
+        chars = (self.commands_char, self.stream_char)
+        for index, start in enumerate(range(0, len(data), 7)):
+            await self.device.notify_subscriber(connection, chars[index % 2], data[start : start + 7])
+
+    async def handle_write(self, connection: Connection, value: bytes) -> None:
+        vreg = self._vreg
+        if not connection.is_encrypted:
+            self.ignored_unpaired += 1
+            return
+        messages = []
+        remaining = value
+        while remaining:
+            try:
+                message, used = vreg.parse_one(remaining)
+            except (FrameError, vreg.IncompleteMessage):
+                break
+            messages.append(message)
+            remaining = remaining[used:]
+        reply = b""
+        for message in messages:
+            if message.kind == vreg.SET and message.vreg == vreg.KEEP_ALIVE and isinstance(message.value, bytes):
+                self.keepalives += 1
+                timeout = int.from_bytes(message.value, "little") / 1000
+                self._deadline[connection.handle] = time.monotonic() + min(timeout, self.keepalive_timeout)
+            elif message.kind == vreg.GET and isinstance(message.value, list):
+                self.gets += 1
+                for register in message.value:
+                    if register in self.values:
+                        reply += vreg.encode_value(register, self.values[register], message.interface)
+                    else:
+                        reply += bytes([vreg.STATUS, message.interface]) + vreg.cbor2.dumps(register) + b"\x01"
+        if reply:
+            await self._notify_split(connection, reply)

@@ -1,0 +1,128 @@
+"""Victron SmartSolar (and other Smart products) over the VictronConnect GATT protocol.
+
+Service 306b0001-b081-4037-83dc-e59fcc3cdfd0. Commands are written to 306b0003.
+Answers and the stream arrive on 306b0003 and 306b0004 and share one reassembly
+buffer (:class:`sunbox.protocols.vreg.VregAssembler`). The device needs BLE passkey
+pairing first (default 000000; ``passkey`` in the config).
+
+Per connection: pair, then the init sequence from a VictronConnect trace, which
+enables the values. Source: ``tRackIT-Systems/pysmartsolar`` ``smartsolar/__init__.py``,
+``docs/protocols.md`` section 4.1. Per poll: a keep-alive (SET of VREG 0x0093, so the
+device does not drop the link), then a GET of every VREG in
+:data:`sunbox.protocols.vreg.VREGS`. The answers are collected until each VREG has
+answered or said it does not know it. This is unofficial, reverse-engineered protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bleak import BleakClient
+
+from sunbox.ble.gatt import GattLink, LinkTimeout
+from sunbox.protocols import vreg
+from sunbox.protocols.errors import FrameError
+from sunbox.protocols.vedirect import DEVICE_STATES
+
+from .base import AuthenticationError, Driver
+
+#: written to 306b0002 and 306b0003 after pairing (pysmartsolar, from a BT trace)
+INIT_CONTROL = (bytes.fromhex("fa80ff"), bytes.fromhex("f980"))
+INIT_COMMANDS = (bytes.fromhex("01"), bytes.fromhex("0300"), bytes.fromhex("03010303"))
+
+
+class VregLink(GattLink):
+    """A :class:`GattLink` listening on both 306b0003 and 306b0004, one message stream."""
+
+    def __init__(self, client: BleakClient, timeout: float) -> None:
+        super().__init__(client, vreg.COMMANDS, vreg.COMMANDS, timeout, write_with_response=True)
+        self.assembler = vreg.VregAssembler()
+        self.messages: asyncio.Queue[vreg.Message] = asyncio.Queue()
+
+    async def start(self) -> None:
+        for uuid in (vreg.COMMANDS, vreg.STREAM):
+            await asyncio.wait_for(self.client.start_notify(uuid, self._on_chunk), self.timeout)
+
+    def _on_chunk(self, _characteristic: object, data: bytearray) -> None:
+        for message in self.assembler.feed(bytes(data)):
+            self.messages.put_nowait(message)
+
+    async def write_to(self, uuid: str, payload: bytes) -> None:
+        await asyncio.wait_for(self.client.write_gatt_char(uuid, payload, response=True), self.timeout)
+
+
+class SmartSolarDriver(Driver):
+    name = "smartsolar"
+    kind = "charger"
+    service_uuid = vreg.SERVICE
+    write_uuid = vreg.COMMANDS
+    notify_uuid = vreg.COMMANDS
+    name_prefixes = ("SmartSolar",)
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._link: VregLink | None = None
+
+    @property
+    def skipped_bytes(self) -> int:
+        return 0 if self._link is None else self._link.assembler.skipped
+
+    def make_link(self, client: BleakClient, timeout: float) -> GattLink:
+        self._link = VregLink(client, timeout)
+        return self._link
+
+    def _keepalive_ms(self) -> int:
+        return int(max(10_000, 3 * self.config.poll_interval_s * 1000))
+
+    async def setup(self, link: GattLink) -> None:
+        assert isinstance(link, VregLink)
+        try:
+            await link.client.pair()
+        except Exception as exc:  # bleak raises BleakError; bumble its own pairing errors
+            raise AuthenticationError(f"passkey pairing failed: {exc}") from exc
+        for payload in INIT_CONTROL:
+            await link.write_to(vreg.CONTROL, payload)
+        for payload in INIT_COMMANDS:
+            await link.write_to(vreg.COMMANDS, payload)
+        await link.write_to(vreg.COMMANDS, vreg.keep_alive(self._keepalive_ms()))
+
+    async def poll(self, link: GattLink) -> dict[str, Any]:
+        assert isinstance(link, VregLink)
+        while not link.messages.empty():
+            link.messages.get_nowait()
+        await link.write_to(vreg.COMMANDS, vreg.keep_alive(self._keepalive_ms()))
+        wanted = set(vreg.VREGS)
+        for register in sorted(wanted):
+            await link.write_to(vreg.COMMANDS, vreg.encode_get(register))
+        values: dict[str, Any] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + link.timeout
+        while wanted:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if values:
+                    break  # a partial answer: publish what came, the rest is None
+                raise LinkTimeout("no VREG answer")
+            try:
+                message = await asyncio.wait_for(link.messages.get(), remaining)
+            except TimeoutError:
+                continue
+            if message.vreg not in wanted:
+                continue
+            if message.kind == vreg.STATUS:
+                wanted.discard(message.vreg)
+                values.setdefault(vreg.VREGS[message.vreg][0], None)
+                continue
+            named = vreg.value_of(message)  # raises FrameError on a malformed value
+            if named is not None:
+                wanted.discard(message.vreg)
+                values[named[0]] = named[1]
+        for register in wanted:
+            values.setdefault(vreg.VREGS[register][0], None)
+        code = values.get("charge_state_code")
+        if code is not None:
+            values["charge_state"] = DEVICE_STATES.get(code, f"unknown_{code}")
+        if not any(v is not None for v in values.values()):
+            raise FrameError("the device answered no VREG")
+        return values
