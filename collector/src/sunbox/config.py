@@ -237,6 +237,15 @@ class VenusConfig(Strict):
         return self.password or ""
 
 
+class CsvConfig(Strict):
+    """Optional CSV files of every reading (one per device and UTC day)."""
+
+    enabled: bool = False
+    directory: Path = Path("/var/lib/sunbox/csv")
+    #: delete files older than this many days; 0 keeps them forever
+    keep_days: Annotated[int, Field(ge=0)] = 0
+
+
 class Config(Strict):
     """The whole collector configuration (``/etc/sunbox/sunbox.yaml``)."""
 
@@ -247,6 +256,7 @@ class Config(Strict):
     vedirect: list[VeDirectConfig] = []
     victron_adverts: list[VictronAdvertConfig] = []
     venus: list[VenusConfig] = []
+    csv: CsvConfig = CsvConfig()
     health_interval_s: Annotated[float, Field(ge=1)] = 30.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

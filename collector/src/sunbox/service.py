@@ -17,6 +17,7 @@ from sunbox.config import Config
 from sunbox.drivers import DRIVERS
 from sunbox.model import Reading
 from sunbox.serial.vedirect_source import VeDirectSource
+from sunbox.sinks.csv_sink import CsvSink
 from sunbox.venus.source import VenusSource
 
 LOG = logging.getLogger(__name__)
@@ -118,7 +119,14 @@ async def run_service(config: Config) -> None:
     publisher = MqttPublisher(config.mqtt, queue)
     publisher.start()
     backend = await open_backend(config) if config.devices or config.victron_adverts else BleBackend()
-    collector = Collector(config, backend, publisher.publish_reading)
+    sink = CsvSink(config.csv.directory, config.csv.keep_days) if config.csv.enabled else None
+
+    def publish(reading: Reading) -> None:
+        publisher.publish_reading(reading)
+        if sink is not None:
+            sink.write(reading)
+
+    collector = Collector(config, backend, publish)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -134,6 +142,8 @@ async def run_service(config: Config) -> None:
                 await closer.close()
         await asyncio.to_thread(publisher.stop)
         queue.close()
+        if sink is not None:
+            sink.close()
 
 
 def expected_ids(config: Config) -> list[str]:
@@ -156,6 +166,7 @@ async def run_once(config: Config, timeout: float) -> list[str]:
     publisher = MqttPublisher(config.mqtt, queue)
     publisher.start()
     backend = await open_backend(config) if config.devices or config.victron_adverts else BleBackend()
+    sink = CsvSink(config.csv.directory, config.csv.keep_days) if config.csv.enabled else None
     wanted = set(expected_ids(config))
     venus_ids = {d.id for d in config.venus}
     read: set[str] = set()
@@ -163,6 +174,8 @@ async def run_once(config: Config, timeout: float) -> list[str]:
 
     def publish(reading: Reading) -> None:
         publisher.publish_reading(reading)
+        if sink is not None:
+            sink.write(reading)
         if reading.kind == "health":
             return
         device = reading.device_id
@@ -186,4 +199,6 @@ async def run_once(config: Config, timeout: float) -> list[str]:
         await asyncio.to_thread(publisher.flush, 10.0)
         await asyncio.to_thread(publisher.stop)
         queue.close()
+        if sink is not None:
+            sink.close()
     return sorted(wanted - read)
