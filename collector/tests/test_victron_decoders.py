@@ -7,6 +7,7 @@ Fixtures: ``fixtures/devices.json`` (``victron_advert``, ``victron_vreg_gatt``,
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -240,3 +241,26 @@ def test_cli_decode_victron() -> None:
     assert "906 valid blocks" in merged.stderr
     split = run("decode", "vedirect", "-")
     assert split.returncode == 1  # nothing on stdin
+
+
+VENUS_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4)
+VENUS_TOPICS = ["N/p/battery/1/Soc", "N/p/solarcharger/2/State", "N/p/vebus/3/Ac/Out/P", "N/p/system/0/Dc/Pv/Power"]
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(VENUS_TOPICS),
+    st.binary(max_size=40) | VENUS_SCALARS.map(lambda v: json.dumps({"value": v}).encode()),
+)
+def test_venus_payloads_never_crash(topic: str, payload: bytes) -> None:
+    from sunbox.protocols import venus
+
+    try:
+        decoded = venus.decode(topic, payload)
+    except FrameError:
+        return
+    assert decoded is not None
+    value = decoded[3]
+    assert value is None or isinstance(value, int | float | bool)
+    if isinstance(value, float):
+        assert math.isfinite(value)

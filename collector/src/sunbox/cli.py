@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         help="JBD address (repeat for several; default A4:C1:37:00:00:01)",
     )
     sim.add_argument("--litime-address", default="C8:47:80:00:00:02")
+    sim.add_argument("--smartsolar-address", default=None, help="also simulate a SmartSolar (GATT, passkey 147258)")
     replay = sub.add_parser("sim-vedirect", help="replay a VE.Direct capture on a pseudo-terminal")
     replay.add_argument("capture", type=Path)
     replay.add_argument("--link", type=Path, default=None, help="also make this symlink to the terminal")
@@ -79,7 +80,7 @@ async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None) -> 
 
 
 async def _sim(args: argparse.Namespace) -> int:
-    from sunbox.sim.peripherals import JbdSimulator, LiTimeSimulator, SimWorld
+    from sunbox.sim.peripherals import JbdSimulator, LiTimeSimulator, SimWorld, SmartSolarSimulator
 
     world = SimWorld()
     for index, address in enumerate(args.jbd_address or ["A4:C1:37:00:00:01"]):
@@ -89,6 +90,8 @@ async def _sim(args: argparse.Namespace) -> int:
             )
         )
     world.add(LiTimeSimulator(world.link, args.litime_address))
+    if args.smartsolar_address:
+        world.add(SmartSolarSimulator(world.link, args.smartsolar_address))
     transport = await world.serve(args.hci)
     await world.start()
     logging.getLogger("sunbox.sim").info("simulators advertising; central controller on %s", args.hci)
