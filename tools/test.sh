@@ -4,11 +4,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-if ! command -v mosquitto_passwd >/dev/null 2>&1 || [ ! -x /usr/sbin/mosquitto ]; then
+missing=()
+{ command -v mosquitto_passwd >/dev/null 2>&1 && [ -x /usr/sbin/mosquitto ]; } || missing+=(mosquitto)
+command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)  # the pairing-agent test's private bus
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
   else
-    echo "tools/test.sh: Mosquitto is missing: run 'sudo apt-get install -y mosquitto'" >&2
+    echo "tools/test.sh: missing ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}'" >&2
     exit 1
   fi
 fi

@@ -36,7 +36,11 @@ class BleBackend:
 async def open_backend(config: Config) -> BleBackend:
     """BlueZ on the appliance; a bumble host over a transport for ``backend: bumble``."""
     if config.ble.backend == "bluez":
-        return BleBackend(power_cycle=bluez_power_cycle(config.ble.adapter))
+        backend = BleBackend(power_cycle=bluez_power_cycle(config.ble.adapter))
+        passkeys = {d.address: d.pairing_passkey for d in config.devices if d.pairing_passkey is not None}
+        if passkeys:
+            backend.closers.extend(await _pairing_agent(passkeys))
+        return backend
     from sunbox.sim.bleak_backend import BumbleCentral
 
     central = await BumbleCentral.open(config.ble.bumble_transport)
@@ -44,6 +48,31 @@ async def open_backend(config: Config) -> BleBackend:
         if device.pairing_passkey is not None:
             central.passkeys[device.address] = device.pairing_passkey
     return BleBackend(central.client_backend(), central.scanner_backend(), central.power_cycle, [central])
+
+
+class _BusCloser:
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+
+    async def close(self) -> None:
+        self.bus.disconnect()
+
+
+async def _pairing_agent(passkeys: dict[str, int]) -> list[Any]:
+    """Register the BlueZ pairing agent; on failure log it (pairing will then fail)."""
+    from dbus_fast import BusType
+    from dbus_fast.aio import MessageBus
+    from dbus_fast.errors import DBusError
+
+    from sunbox.ble import agent
+
+    try:
+        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        await agent.register(bus, passkeys)
+    except (DBusError, OSError) as exc:
+        LOG.error("cannot register the BlueZ pairing agent (%s); passkey pairing will fail", exc)
+        return []
+    return [_BusCloser(bus)]
 
 
 class Collector:
