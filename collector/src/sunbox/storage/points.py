@@ -9,9 +9,10 @@ Pure functions, no I/O. The schema (see ``docs/data-model.md``, "InfluxDB"):
   Only the fields in :data:`TEXT_FIELDS` may be strings and only those in
   :data:`BOOL_FIELDS` booleans; any other field must be a number. InfluxDB fixes a
   field's type per shard by the first value it sees, so one stray string would make it
-  refuse every number of that field for the rest of the shard's time range. A list ``cell_voltages`` becomes the fields
-  ``cell_voltage_01``, ``cell_voltage_02``, ... (the list name without its plural ``s``,
-  numbered from 01); ``null`` values and ``null`` list items are not written;
+  refuse every number of that field for the rest of the shard's time range. A list
+  ``cell_voltages`` becomes the fields ``cell_voltage_01``, ``cell_voltage_02``, ... (the
+  list name without its plural ``s``, numbered from 01); ``null`` values and ``null``
+  list items are not written;
 * time: the reading's own ``time_ms`` (UTC milliseconds).
 
 Every way a payload can be wrong raises :class:`PayloadError` with a reason for the
@@ -83,7 +84,21 @@ LAST_FIELDS: frozenset[str] = frozenset(
 )
 
 #: Fields whose values are text.
-TEXT_FIELDS: frozenset[str] = frozenset({"model", "production_date", "software_version", "charge_state", "last_error"})
+TEXT_FIELDS: frozenset[str] = frozenset(
+    {
+        "model",
+        "production_date",
+        "software_version",
+        "charge_state",
+        "last_error",
+        # Victron
+        "product_id",
+        "firmware",
+        "serial",
+        "device_state",
+        "ac_in_state",
+    }
+)
 
 #: Fields whose values are booleans.
 BOOL_FIELDS: frozenset[str] = frozenset(
