@@ -200,6 +200,9 @@ class Grafana(_Process):
 
     home: Path = Path()
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    #: a provisioning directory to use instead of an empty one (e.g. the repo's grafana/provisioning)
+    provisioning: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -220,11 +223,12 @@ class Grafana(_Process):
             GF_PATHS_DATA=str(self.workdir / "data"),
             GF_PATHS_LOGS=str(self.workdir / "logs"),
             GF_PATHS_PLUGINS=str(self.workdir / "plugins"),
-            GF_PATHS_PROVISIONING=str(self.workdir / "provisioning"),
+            GF_PATHS_PROVISIONING=str(self.provisioning or self.workdir / "provisioning"),
             GF_SECURITY_ADMIN_PASSWORD=self.admin_password,
             GF_ANALYTICS_REPORTING_ENABLED="false",
             GF_ANALYTICS_CHECK_FOR_UPDATES="false",
         )
+        env.update(self.extra_env)
         return env
 
     def _ready(self) -> bool:
