@@ -12,6 +12,12 @@ from sunbox import config as config_mod
 from sunbox import decode_cli
 from sunbox.storage import commands as storage_commands
 
+#: keshavdv/victron-ble tests/test_solar_charger.py (BlueSolar MPPT 75/15): the advert,
+#: its key and the decrypted record, replayed by ``sunbox sim --victron-advert-address``
+SOLAR_ADVERT_KEY = "adeccb947395801a4dd45a2eaa44bf17"
+SOLAR_ADVERT_TEMPLATE = "100242a0016207adceb37b605d7e0ee21b24df5c"
+SOLAR_ADVERT_PLAINTEXT = "04006c050e000300130000fe"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sunbox", description="Sunbox solar monitor collector")
@@ -46,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--litime-address", default="C8:47:80:00:00:02")
     sim.add_argument("--smartsolar-address", default=None, help="also simulate a SmartSolar (GATT, passkey 147258)")
+    sim.add_argument(
+        "--victron-advert-address",
+        default=None,
+        help=f"also simulate a BlueSolar MPPT sending Instant Readout adverts (key {SOLAR_ADVERT_KEY})",
+    )
     replay = sub.add_parser("sim-vedirect", help="replay a VE.Direct capture on a pseudo-terminal")
     replay.add_argument("capture", type=Path)
     replay.add_argument("--link", type=Path, default=None, help="also make this symlink to the terminal")
@@ -80,7 +91,13 @@ async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None) -> 
 
 
 async def _sim(args: argparse.Namespace) -> int:
-    from sunbox.sim.peripherals import JbdSimulator, LiTimeSimulator, SimWorld, SmartSolarSimulator
+    from sunbox.sim.peripherals import (
+        JbdSimulator,
+        LiTimeSimulator,
+        SimWorld,
+        SmartSolarSimulator,
+        VictronAdvertiser,
+    )
 
     world = SimWorld()
     for index, address in enumerate(args.jbd_address or ["A4:C1:37:00:00:01"]):
@@ -92,6 +109,17 @@ async def _sim(args: argparse.Namespace) -> int:
     world.add(LiTimeSimulator(world.link, args.litime_address))
     if args.smartsolar_address:
         world.add(SmartSolarSimulator(world.link, args.smartsolar_address))
+    if args.victron_advert_address:
+        world.add(
+            VictronAdvertiser(
+                world.link,
+                args.victron_advert_address,
+                bytes.fromhex(SOLAR_ADVERT_KEY),
+                bytes.fromhex(SOLAR_ADVERT_TEMPLATE),
+                bytes.fromhex(SOLAR_ADVERT_PLAINTEXT),
+                interval=1.0,
+            )
+        )
     transport = await world.serve(args.hci)
     await world.start()
     logging.getLogger("sunbox.sim").info("simulators advertising; central controller on %s", args.hci)

@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""The virtual Pi: a Debian bookworm VM under qemu (software emulation) with real BlueZ.
+
+``python3 tools/vpi/vpi.py image``     build (or reuse) the cached root filesystem
+``python3 tools/vpi/vpi.py ble-test``  boot it and run the collector against the
+                                       simulated devices through the guest's real BlueZ
+
+The guest runs ``sunbox sim --hci vhci``: the simulated JBD, LiTime, SmartSolar and
+Instant Readout devices sit on a bumble virtual controller that the kernel's
+``hci_vhci`` driver presents to BlueZ as hci0. Then ``sunbox run --once`` (BlueZ backend,
+passive scanning, the pairing agent) must read every device. Results come back through
+the disk image (debugfs), so no network into the guest is needed.
+
+Needs root, qemu-system-x86, debootstrap, e2fsprogs (installed when missing). KVM hangs
+on this machine kind, so the VM runs with ``-accel tcg``. TLS to PyPI passes an
+intercepting proxy here, so the host's CA bundle is copied into the guest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("SUNBOX_VPI_CACHE", Path.home() / ".cache" / "sunbox" / "vpi"))
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = [
+    "systemd-sysv",
+    "linux-image-amd64",
+    "bluez",
+    "dbus",
+    "kmod",
+    "udev",
+    "iproute2",
+    "python3",
+    "python3-venv",
+    "ca-certificates",
+    "mosquitto",
+    "mosquitto-clients",
+]
+HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs"}
+
+
+def log(message: str) -> None:
+    print(f"[vpi {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def sh(*cmd: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in cmd], check=True, text=True, **kwargs)  # type: ignore[call-overload]
+
+
+def host_tools() -> None:
+    missing = [
+        pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()
+    ]
+    if missing:
+        if os.geteuid() != 0:
+            sys.exit(f"vpi: missing {missing}: run as root or apt-get install them")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        sh("apt-get", "install", "-y", "-q", *missing, env=env, stdout=subprocess.DEVNULL)
+
+
+def image_key() -> str:
+    digest = hashlib.sha256()
+    digest.update(" ".join(PACKAGES).encode())
+    digest.update((REPO / "collector" / "constraints.txt").read_bytes())
+    digest.update((REPO / "collector" / "pyproject.toml").read_bytes())
+    digest.update(b"v1")
+    return digest.hexdigest()[:12]
+
+
+class Chroot:
+    """/proc, /sys and /dev mounted into a root filesystem while in use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __enter__(self) -> Chroot:
+        for name, kind in (("proc", "proc"), ("sys", "sysfs")):
+            sh("mount", "-t", kind, kind, self.root / name)
+        sh("mount", "--bind", "/dev", self.root / "dev")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for name in ("dev", "sys", "proc"):
+            subprocess.run(["umount", "-l", str(self.root / name)], check=False)
+
+    def run(self, *cmd: str) -> None:
+        sh(
+            "chroot",
+            self.root,
+            *cmd,
+            env={
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG": "C.UTF-8",
+                "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
+            },
+        )
+
+
+def build_image() -> Path:
+    """The cached root filesystem with BlueZ, Mosquitto and a venv holding sunbox's dependencies."""
+    host_tools()
+    root = CACHE / f"rootfs-{image_key()}"
+    if (root / ".complete").exists():
+        log(f"image: cached {root}")
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    log("image: debootstrap bookworm (a few minutes)")
+    sh(
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(PACKAGES)}",
+        "bookworm",
+        root,
+        MIRROR,
+        stdout=subprocess.DEVNULL,
+    )
+    (root / "etc/systemd/network/20-wired.network").write_text("[Match]\nName=en*\n\n[Network]\nDHCP=yes\n")
+    (root / "etc/hostname").write_text("virtual-pi\n")
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
+    with Chroot(root) as chroot:
+        chroot.run("systemctl", "enable", "systemd-networkd")
+        chroot.run("systemctl", "mask", "serial-getty@ttyS0.service", "getty@tty1.service")
+        chroot.run("python3", "-m", "venv", "/opt/sunbox")
+        shutil.copytree(
+            REPO / "collector",
+            root / "opt/sunbox-src",
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache"),
+        )
+        chroot.run("/opt/sunbox/bin/pip", "install", "-q", "--upgrade", "pip", "setuptools", "wheel")
+        chroot.run(
+            "/opt/sunbox/bin/pip", "install", "-q", "-c", "/opt/sunbox-src/constraints.txt", "/opt/sunbox-src[sim]"
+        )
+    (root / ".complete").write_text(time.strftime("%F %T\n"))
+    log(f"image: built in {time.monotonic() - started:.0f} s: {root}")
+    return root
+
+
+GUEST_CONFIG = """mqtt: {host: localhost, username: sunbox, password: vpi-test}
+queue: {path: /var/lib/sunbox/queue.sqlite3}
+ble: {backend: bluez, adapter: hci0, scanning_mode: passive, connect_timeout_s: 30, operation_timeout_s: 10}
+devices:
+  - {id: battery, driver: jbd, address: "A4:C1:37:00:00:01", password: "123456"}
+  - {id: mppt, driver: litime, address: "C8:47:80:00:00:02"}
+  - {id: solar, driver: smartsolar, address: "F9:3E:4C:00:00:09", passkey: 147258}
+victron_adverts:
+  - {id: advert, address: "D0:00:00:00:00:01", key: adeccb947395801a4dd45a2eaa44bf17, interval_s: 1}
+csv: {enabled: true, directory: /var/lib/sunbox/csv}
+log_level: DEBUG
+"""
+
+GUEST_SCRIPT = """#!/bin/sh
+# runs once at boot, then powers the guest off
+exec > /root/vpi.log 2>&1
+set -x
+modprobe hci_vhci
+systemctl start mosquitto
+/opt/sunbox/bin/sunbox sim --hci vhci --jbd-password 123456 \\
+  --smartsolar-address F9:3E:4C:00:00:09 --victron-advert-address D0:00:00:00:00:01 > /root/sim.log 2>&1 &
+for i in $(seq 60); do [ -e /sys/class/bluetooth/hci0 ] && break; sleep 1; done
+sleep 3
+bluetoothctl show > /root/bluetoothctl.log 2>&1
+mosquitto_sub -h localhost -u sunbox -P vpi-test -t 'sunbox/+/state' -v > /root/mqtt.log 2>&1 &
+started=$(date +%s)
+timeout 400 /opt/sunbox/bin/sunbox run --once --timeout 300 -c /etc/sunbox/sunbox.yaml > /root/once.log 2>&1
+echo $? > /root/once.rc
+echo $(( $(date +%s) - started )) > /root/once.seconds
+sleep 2
+journalctl -b -u bluetooth --no-pager > /root/bluetoothd.log 2>&1
+dmesg > /root/dmesg.log
+sync
+systemctl poweroff
+"""
+
+GUEST_UNIT = """[Unit]
+Description=Sunbox virtual-Pi BLE test
+After=bluetooth.service mosquitto.service network.target
+Wants=bluetooth.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/sunbox-vpi-test
+TimeoutStartSec=900
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def guest_file(disk: Path, path: str) -> str:
+    result = subprocess.run(["debugfs", "-R", f"cat {path}", str(disk)], capture_output=True, text=True, check=False)
+    return result.stdout
+
+
+def ble_test(keep: bool) -> int:
+    root = build_image()
+    work = Path(tempfile.mkdtemp(prefix="sunbox-vpi-"))
+    guest = work / "rootfs"
+    log("run: copying the image and the current collector")
+    sh("cp", "-a", root, guest)
+    shutil.rmtree(guest / "opt/sunbox-src")
+    shutil.copytree(
+        REPO / "collector",
+        guest / "opt/sunbox-src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache"),
+    )
+    with Chroot(guest) as chroot:
+        chroot.run(
+            "/opt/sunbox/bin/pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--force-reinstall",
+            "/opt/sunbox-src",
+        )
+    (guest / "etc/sunbox").mkdir(exist_ok=True)
+    (guest / "etc/sunbox/sunbox.yaml").write_text(GUEST_CONFIG)
+    (guest / "var/lib/sunbox").mkdir(parents=True, exist_ok=True)
+    sh("mosquitto_passwd", "-c", "-b", guest / "etc/mosquitto/passwd", "sunbox", "vpi-test")
+    (guest / "etc/mosquitto/passwd").chmod(0o644)
+    (guest / "etc/mosquitto/conf.d/sunbox.conf").write_text(
+        "listener 1883 localhost\nallow_anonymous false\npassword_file /etc/mosquitto/passwd\n"
+    )
+    (guest / "etc/bluetooth/main.conf").write_text("[General]\nExperimental = true\n")
+    script = guest / "usr/local/sbin/sunbox-vpi-test"
+    script.write_text(GUEST_SCRIPT)
+    script.chmod(0o755)
+    (guest / "etc/systemd/system/sunbox-vpi-test.service").write_text(GUEST_UNIT)
+    (guest / "etc/systemd/system/multi-user.target.wants/sunbox-vpi-test.service").symlink_to(
+        "/etc/systemd/system/sunbox-vpi-test.service"
+    )
+    disk = work / "disk.img"
+    sh("truncate", "-s", "4G", disk)
+    sh("mkfs.ext4", "-q", "-F", "-d", guest, disk)
+    kernel = sorted((guest / "boot").glob("vmlinuz-*"))[-1]
+    initrd = sorted((guest / "boot").glob("initrd.img-*"))[-1]
+    log("run: booting (qemu, tcg)")
+    started = time.monotonic()
+    console = work / "console.log"
+    with console.open("w") as out:
+        qemu = subprocess.run(
+            [
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-m",
+                "2048",
+                "-smp",
+                "2",
+                "-nographic",
+                "-no-reboot",
+                "-kernel",
+                str(kernel),
+                "-initrd",
+                str(initrd),
+                "-append",
+                "root=/dev/vda rw console=ttyS0 quiet",
+                "-drive",
+                f"file={disk},format=raw,if=virtio",
+                "-nic",
+                "user,model=virtio-net-pci",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=1200,
+            check=False,
+        )
+    log(f"run: guest powered off after {time.monotonic() - started:.0f} s (qemu exit {qemu.returncode})")
+    rc = guest_file(disk, "/root/once.rc").strip()
+    for name in ("once.log", "sim.log", "bluetoothctl.log", "mqtt.log"):
+        text = guest_file(disk, f"/root/{name}")
+        (work / name).write_text(text)
+    print(f"--- sunbox run --once (exit {rc or 'none'}, {guest_file(disk, '/root/once.seconds').strip()} s):")
+    print("\n".join(guest_file(disk, "/root/once.log").splitlines()[-40:]))
+    mqtt = guest_file(disk, "/root/mqtt.log").splitlines()
+    devices = sorted({line.split("/")[1] for line in mqtt if line.startswith("sunbox/")})
+    print(f"--- MQTT state messages: {len(mqtt)} from {devices}")
+    print(f"--- logs kept in {work}")
+    if not keep and rc == "0":
+        shutil.rmtree(guest)
+    return 0 if rc == "0" else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["image", "ble-test"])
+    parser.add_argument("--keep", action="store_true", help="keep the guest's root filesystem copy")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("vpi: needs root (debootstrap, chroot, mount)")
+    if args.command == "image":
+        build_image()
+        return 0
+    return ble_test(args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
