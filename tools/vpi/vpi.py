@@ -128,6 +128,7 @@ def build_image() -> Path:
     )
     (root / "etc/systemd/network/20-wired.network").write_text("[Match]\nName=en*\n\n[Network]\nDHCP=yes\n")
     (root / "etc/hostname").write_text("virtual-pi\n")
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 virtual-pi\n::1 localhost ip6-localhost\n")
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
     with Chroot(root) as chroot:
         chroot.run("systemctl", "enable", "systemd-networkd")
@@ -226,6 +227,7 @@ def ble_test(keep: bool) -> int:
             "--force-reinstall",
             "/opt/sunbox-src",
         )
+    (guest / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 virtual-pi\n::1 localhost ip6-localhost\n")
     (guest / "etc/sunbox").mkdir(exist_ok=True)
     (guest / "etc/sunbox/sunbox.yaml").write_text(GUEST_CONFIG)
     (guest / "var/lib/sunbox").mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -168,12 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             from sunbox.service import run_once
 
-            missing = asyncio.run(run_once(cfg, args.timeout))
+            loop = asyncio.new_event_loop()
+            missing = loop.run_until_complete(run_once(cfg, args.timeout))
             if missing:
                 print(f"sunbox run --once: no reading from {', '.join(missing)}", file=sys.stderr)
-                return 1
-            print(f"sunbox run --once: read all {len(config_mod_ids(cfg))} device(s)")
-            return 0
+            else:
+                print(f"sunbox run --once: read all {len(config_mod_ids(cfg))} device(s)")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # exit without waiting for tasks a bug might have left running (see run_once)
+            os._exit(1 if missing else 0)
         from sunbox.service import run_service
 
         asyncio.run(run_service(cfg))

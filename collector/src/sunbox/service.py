@@ -9,6 +9,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from sunbox.aio import within
 from sunbox.ble.adapter import AdapterSupervisor, PowerCycle, bluez_power_cycle
 from sunbox.ble.link import DeviceLink, Publish
 from sunbox.ble.scanner import Scanner
@@ -136,7 +137,7 @@ class Collector:
         finally:
             if uses_ble:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.scanner.stop(), 5)
+                    await within(self.scanner.stop(), 5)
 
 
 async def run_service(config: Config) -> None:
@@ -217,11 +218,15 @@ async def run_once(config: Config, timeout: float) -> list[str]:
     task = asyncio.create_task(collector.run())
     try:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), timeout)
+            await within(done.wait(), timeout)
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        finished, _ = await asyncio.wait({task}, timeout=30)
+        if not finished:  # a bug kept a link from stopping: report it, do not hang the schedule
+            LOG.error("a device task did not stop within 30 s of the end of --once")
+        else:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for closer in backend.closers:
             with contextlib.suppress(Exception):
                 await closer.close()

@@ -16,6 +16,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+from sunbox.aio import within
+
 LOG = logging.getLogger(__name__)
 
 PowerCycle = Callable[[], Awaitable[None]]
@@ -80,7 +82,7 @@ class AdapterSupervisor:
         self.power_cycles += 1
         LOG.warning("%s: power-cycling the adapter after repeated connection failures", self.name)
         try:
-            await asyncio.wait_for(self._power_cycle(), 30)
+            await within(self._power_cycle(), 30)
         except Exception as exc:  # noqa: BLE001 - logged, the links keep retrying
             LOG.error("%s: power-cycle failed: %s", self.name, exc)
         return True

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from bleak import BleakClient
 
+from sunbox.aio import within
+
 
 class Assembler(Protocol):
     """Anything that turns notification chunks into complete frames."""
@@ -58,7 +60,7 @@ class GattLink:
 
     async def start(self) -> None:
         """Subscribe to notifications (bounded by the timeout)."""
-        await asyncio.wait_for(self.client.start_notify(self.notify_uuid, self._on_notify), self.timeout)
+        await within(self.client.start_notify(self.notify_uuid, self._on_notify), self.timeout)
 
     def _on_notify(self, _characteristic: object, data: bytearray) -> None:
         if self._waiting:
@@ -68,7 +70,7 @@ class GattLink:
 
     async def write(self, payload: bytes) -> None:
         """Write without waiting for an answer."""
-        await asyncio.wait_for(
+        await within(
             self.client.write_gatt_char(self.write_uuid, payload, response=self.write_with_response),
             self.timeout,
         )
@@ -95,7 +97,7 @@ class GattLink:
                     if remaining <= 0:
                         raise LinkTimeout(f"no answer to {payload.hex()} within {limit:g} s")
                     try:
-                        chunk = await asyncio.wait_for(self._chunks.get(), remaining)
+                        chunk = await within(self._chunks.get(), remaining)
                     except TimeoutError:
                         raise LinkTimeout(f"no answer to {payload.hex()} within {limit:g} s") from None
                     frames = assembler.feed(chunk)

@@ -27,6 +27,7 @@ from bleak_retry_connector import (
     establish_connection,
 )
 
+from sunbox.aio import raise_if_cancelled, within
 from sunbox.config import BleConfig, DeviceConfig
 from sunbox.drivers.base import AuthenticationError, Driver
 from sunbox.model import Health, Reading, now_ms
@@ -85,7 +86,7 @@ class DeviceLink:
         async with self.supervisor.connect_lock:
             await close_stale_connections(ble_device)
             self._disconnected.clear()
-            client = await asyncio.wait_for(
+            client = await within(
                 establish_connection(
                     BleakClientWithServiceCache,
                     ble_device,
@@ -100,7 +101,7 @@ class DeviceLink:
         self._client = client
         link = self.driver.make_link(client, self.ble.operation_timeout_s)
         await link.start()
-        await asyncio.wait_for(self.driver.setup(link), self.ble.operation_timeout_s * 8)
+        await within(self.driver.setup(link), self.ble.operation_timeout_s * 8)
         return link
 
     async def _disconnect(self) -> None:
@@ -108,7 +109,7 @@ class DeviceLink:
         if client is None:
             return
         try:
-            await asyncio.wait_for(client.disconnect(), self.ble.disconnect_timeout_s)
+            await within(client.disconnect(), self.ble.disconnect_timeout_s)
         except (TimeoutError, BleakError, OSError, EOFError) as exc:
             LOG.warning("%s: disconnect did not complete (%s); carrying on", self.device.id, exc or type(exc).__name__)
 
@@ -116,7 +117,7 @@ class DeviceLink:
         """One poll: a reading, published; updates latency and counters."""
         started = time.monotonic()
         time_ms = now_ms()
-        values = await asyncio.wait_for(self.driver.poll(link), self.ble.operation_timeout_s * 3)
+        values = await within(self.driver.poll(link), self.ble.operation_timeout_s * 3)
         self.health.poll_latency_ms = round((time.monotonic() - started) * 1000, 1)
         reading = Reading(self.device.id, self.driver.kind, time_ms, values)
         self.publish(reading)
@@ -141,6 +142,7 @@ class DeviceLink:
         poll_errors = 0
         next_poll = loop.time()
         while True:
+            raise_if_cancelled()
             if self._disconnected.is_set():
                 raise BleakError("link lost")
             try:
@@ -157,7 +159,7 @@ class DeviceLink:
             if delay == 0.0:
                 next_poll = loop.time()
             try:
-                await asyncio.wait_for(self._disconnected.wait(), delay)
+                await within(self._disconnected.wait(), delay)
             except TimeoutError:
                 pass
 
@@ -168,6 +170,7 @@ class DeviceLink:
         first = True
         try:
             while True:
+                raise_if_cancelled()
                 if not first:
                     self.health.reconnects += 1
                 first = False
@@ -198,6 +201,7 @@ class DeviceLink:
                 except Exception as exc:
                     self._count_error(exc)
                     LOG.exception("%s: unexpected error", self.device.id)
+                raise_if_cancelled()
                 self.health.connected = False
                 await self._disconnect()
                 self.publish_health()

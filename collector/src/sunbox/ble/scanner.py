@@ -18,6 +18,8 @@ from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
+from sunbox.aio import within
+
 
 @dataclass(slots=True)
 class Seen:
@@ -80,7 +82,7 @@ class Scanner:
                 return None
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                await within(self._changed.wait(), remaining)
             except TimeoutError:
                 return None
         return device

@@ -20,6 +20,7 @@ from typing import Any
 
 from bleak import BleakClient
 
+from sunbox.aio import within
 from sunbox.ble.gatt import GattLink, LinkTimeout
 from sunbox.protocols import vreg
 from sunbox.protocols.errors import FrameError
@@ -42,14 +43,14 @@ class VregLink(GattLink):
 
     async def start(self) -> None:
         for uuid in (vreg.COMMANDS, vreg.STREAM):
-            await asyncio.wait_for(self.client.start_notify(uuid, self._on_chunk), self.timeout)
+            await within(self.client.start_notify(uuid, self._on_chunk), self.timeout)
 
     def _on_chunk(self, _characteristic: object, data: bytearray) -> None:
         for message in self.assembler.feed(bytes(data)):
             self.messages.put_nowait(message)
 
     async def write_to(self, uuid: str, payload: bytes) -> None:
-        await asyncio.wait_for(self.client.write_gatt_char(uuid, payload, response=True), self.timeout)
+        await within(self.client.write_gatt_char(uuid, payload, response=True), self.timeout)
 
 
 class SmartSolarDriver(Driver):
@@ -105,7 +106,7 @@ class SmartSolarDriver(Driver):
                     break  # a partial answer: publish what came, the rest is None
                 raise LinkTimeout("no VREG answer")
             try:
-                message = await asyncio.wait_for(link.messages.get(), remaining)
+                message = await within(link.messages.get(), remaining)
             except TimeoutError:
                 continue
             if message.vreg not in wanted:

@@ -21,6 +21,7 @@ from typing import cast
 
 import serial
 
+from sunbox.aio import raise_if_cancelled
 from sunbox.ble.adapter import Backoff
 from sunbox.config import VeDirectConfig
 from sunbox.model import Health, Kind, Reading, now_ms
@@ -72,6 +73,7 @@ class VeDirectSource:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelled()
             try:
                 port = await asyncio.to_thread(self._open)
             except (serial.SerialException, OSError) as exc:
