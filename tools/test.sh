@@ -26,9 +26,9 @@ echo "== provisioning the test stack"
 .venv/bin/sunbox-stack
 
 echo "== lint"
-.venv/bin/ruff check collector tools/stack grafana
+.venv/bin/ruff check collector tools/stack tools/vpi grafana
 .venv/bin/mypy --config-file collector/pyproject.toml collector/src/sunbox
 .venv/bin/yamllint -s .
 
 echo "== tests"
-exec .venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" collector/tests grafana/tests tools/stack/tests "$@"
+exec .venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" collector/tests grafana/tests tools/stack/tests tools/vpi/tests "$@"

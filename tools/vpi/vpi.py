@@ -291,9 +291,15 @@ def ble_test(keep: bool) -> int:
     devices = sorted({line.split("/")[1] for line in mqtt if line.startswith("sunbox/")})
     print(f"--- MQTT state messages: {len(mqtt)} from {devices}")
     print(f"--- logs kept in {work}")
-    if not keep and rc == "0":
+    expected = ["advert", "battery", "mppt", "solar"]
+    ok = rc == "0" and devices == expected
+    if not ok:
+        print(f"vpi: FAILED: --once exit {rc or 'none'}, MQTT readings from {devices}, expected {expected}")
+    if not keep:
         shutil.rmtree(guest)
-    return 0 if rc == "0" else 1
+        if ok:
+            shutil.rmtree(work)
+    return 0 if ok else 1
 
 
 def main() -> int:
