@@ -30,3 +30,48 @@ def test_decode_bad_frame_exits_1() -> None:
     assert result.returncode == 1
     assert "checksum" in result.stderr
     assert run("decode", "litime", "zz").returncode == 1
+
+
+def test_scan_lists_devices_with_their_driver(tmp_path: object) -> None:
+    """`sunbox scan` against `sunbox sim` (bumble over TCP): every simulated device, its RSSI, its driver."""
+    import socket
+    import time
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sunbox.cli",
+            "sim",
+            "--hci",
+            f"tcp-server:127.0.0.1:{port}",
+            "--smartsolar-address",
+            "F9:3E:4C:00:00:09",
+            "--victron-advert-address",
+            "D0:00:00:00:00:01",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        config = Path(str(tmp_path)) / "sunbox.yaml"
+        config.write_text(
+            "mqtt: {username: u, password: p}\n"
+            f"ble: {{backend: bumble, bumble_transport: 'tcp-client:127.0.0.1:{port}'}}\n"
+        )
+        time.sleep(2)
+        result = run("scan", "-c", str(config), "-t", "3")
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    assert lines["A4:C1:37:00:00:01"][3] == "jbd"
+    assert lines["C8:47:80:00:00:02"][3] == "litime"
+    assert lines["F9:3E:4C:00:00:09"][3] == "smartsolar"
+    assert lines["D0:00:00:00:00:01"][3] == "victron-advert"
+    assert all(int(parts[1]) < 0 for parts in lines.values()), "an RSSI in dBm"

@@ -178,6 +178,13 @@ started=$(date +%s)
 timeout 400 /opt/sunbox/bin/sunbox run --once --timeout 300 -c /etc/sunbox/sunbox.yaml > /root/once.log 2>&1
 echo $? > /root/once.rc
 echo $(( $(date +%s) - started )) > /root/once.seconds
+# the adapter power-cycle over D-Bus (what the collector escalates to), then read again
+/opt/sunbox/bin/python -c "import asyncio; from sunbox.ble.adapter import bluez_power_cycle; \
+asyncio.run(bluez_power_cycle('hci0')())" > /root/cycle.log 2>&1
+echo $? > /root/cycle.rc
+bluetoothctl show > /root/after-cycle.log 2>&1
+timeout 300 /opt/sunbox/bin/sunbox run --once --timeout 200 -c /etc/sunbox/sunbox.yaml > /root/once2.log 2>&1
+echo $? > /root/once2.rc
 sleep 2
 journalctl -b -u bluetooth --no-pager > /root/bluetoothd.log 2>&1
 dmesg > /root/dmesg.log
@@ -291,10 +298,19 @@ def ble_test(keep: bool) -> int:
     devices = sorted({line.split("/")[1] for line in mqtt if line.startswith("sunbox/")})
     print(f"--- MQTT state messages: {len(mqtt)} from {devices}")
     print(f"--- logs kept in {work}")
+    cycle = guest_file(disk, "/root/cycle.rc").strip()
+    powered = "Powered: yes" in guest_file(disk, "/root/after-cycle.log")
+    rc2 = guest_file(disk, "/root/once2.rc").strip()
+    print(f"--- adapter power-cycle over D-Bus: exit {cycle or 'none'}, powered again: {powered}")
+    print(f"--- second sunbox run --once after the power-cycle: exit {rc2 or 'none'}")
+    print("\n".join(guest_file(disk, "/root/once2.log").splitlines()[-3:]))
     expected = ["advert", "battery", "mppt", "solar"]
-    ok = rc == "0" and devices == expected
+    ok = rc == "0" and devices == expected and cycle == "0" and powered and rc2 == "0"
     if not ok:
-        print(f"vpi: FAILED: --once exit {rc or 'none'}, MQTT readings from {devices}, expected {expected}")
+        print(
+            f"vpi: FAILED: --once exit {rc or 'none'}, MQTT readings from {devices} (expected {expected}), "
+            f"power-cycle {cycle or 'none'}, powered {powered}, second --once {rc2 or 'none'}"
+        )
     if not keep:
         shutil.rmtree(guest)
         if ok:

@@ -86,7 +86,10 @@ async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None) -> 
         await closer.close()
     for address, seen in sorted(scanner.seen.items(), key=lambda kv: -(kv[1].advertisement.rssi or -127)):
         adv = seen.advertisement
-        driver = driver_for_advert(adv.local_name, adv.service_uuids) or "-"
+        driver = driver_for_advert(adv.local_name, adv.service_uuids)
+        if driver is None and 0x02E1 in adv.manufacturer_data:
+            driver = "victron-advert"  # Instant Readout: configure under victron_adverts
+        driver = driver or "-"
         print(f"{address}  {adv.rssi:>4} dBm  {driver:<8} {adv.local_name or ''}")
     return 0
 

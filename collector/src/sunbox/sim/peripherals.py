@@ -508,6 +508,16 @@ class SmartSolarSimulator(SimPeripheral):
             sc=True, mitm=True, bonding=True, delegate=delegate
         )
 
+    def _advertising_data(self) -> bytes:
+        return bytes(
+            AdvertisingData(
+                [
+                    (AdvertisingData.FLAGS, bytes([0x06])),
+                    (AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode()),
+                ]
+            )
+        )
+
     def _on_connection(self, connection: Connection) -> None:
         super()._on_connection(connection)
         self._deadline[connection.handle] = time.monotonic() + self.keepalive_timeout
