@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         help="JBD address (repeat for several; default A4:C1:37:00:00:01)",
     )
     sim.add_argument("--litime-address", default="C8:47:80:00:00:02")
+    sim.add_argument(
+        "--jbd-paired-address",
+        default=None,
+        help="also simulate a newer-firmware JBD at this address that needs BLE passkey 123456 (no password)",
+    )
     sim.add_argument("--smartsolar-address", default=None, help="also simulate a SmartSolar (GATT, passkey 147258)")
     sim.add_argument(
         "--victron-advert-address",
@@ -111,6 +116,8 @@ async def _sim(args: argparse.Namespace) -> int:
             )
         )
     world.add(LiTimeSimulator(world.link, args.litime_address))
+    if args.jbd_paired_address:
+        world.add(JbdSimulator(world.link, args.jbd_paired_address, "DWCK00309J-PAIR", None, 123456, seed=9))
     if args.smartsolar_address:
         world.add(SmartSolarSimulator(world.link, args.smartsolar_address))
     if args.victron_advert_address:
