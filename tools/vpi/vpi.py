@@ -64,6 +64,7 @@ def host_tools() -> None:
         if os.geteuid() != 0:
             sys.exit(f"vpi: missing {missing}: run as root or apt-get install them")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        sh("apt-get", "update", "-q", env=env, stdout=subprocess.DEVNULL)
         sh("apt-get", "install", "-y", "-q", *missing, env=env, stdout=subprocess.DEVNULL)
 
 
