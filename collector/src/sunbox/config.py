@@ -11,14 +11,38 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PATH = Path("/etc/sunbox/sunbox.yaml")
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
-_DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: the device-id rule, shared with the storage writer
+DEVICE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _device_id(value: str) -> str:
+    if not DEVICE_ID_PATTERN.match(value):
+        raise ValueError("use 1-63 lower-case letters, digits, '-' or '_'")
+    return value
+
+
+def _mac(value: str) -> str:
+    if not _MAC.match(value):
+        raise ValueError("not a Bluetooth MAC address (AA:BB:CC:DD:EE:FF)")
+    return value.upper()
+
+
+#: a device id as used in MQTT topics and InfluxDB tags
+DeviceId = Annotated[str, AfterValidator(_device_id)]
+#: a Bluetooth MAC address, normalised to upper case
+MacAddress = Annotated[str, AfterValidator(_mac)]
+
+
+def resolve_secret(value: str | None, path: Path | None) -> str | None:
+    """A secret given inline or in a file (the file's content, stripped, wins)."""
+    return path.read_text().strip() if path is not None else value
 
 
 class ConfigError(ValueError):
@@ -53,10 +77,9 @@ class BrokerConfig(Strict):
 
     def resolved_password(self) -> str:
         """The password, read from ``password_file`` when that is set."""
-        if self.password_file is not None:
-            return self.password_file.read_text().strip()
-        assert self.password is not None
-        return self.password
+        password = resolve_secret(self.password, self.password_file)
+        assert password is not None
+        return password
 
 
 class MqttConfig(BrokerConfig):
@@ -96,9 +119,9 @@ class BleConfig(Strict):
 class DeviceConfig(Strict):
     """One monitored device."""
 
-    id: str
+    id: DeviceId
     driver: Literal["jbd", "litime", "smartsolar"]
-    address: str
+    address: MacAddress
     name: str | None = None
     poll_interval_s: Annotated[float, Field(ge=0.5, le=3600)] = 5.0
     #: consecutive failed polls on an open link before it is dropped
@@ -109,20 +132,6 @@ class DeviceConfig(Strict):
     passkey: Annotated[int, Field(ge=0, le=999999)] | None = None
     #: LiTime: allow switching the load output (register 0x0120)
     control: bool = False
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not _DEVICE_ID.match(value):
-            raise ValueError("use 1-63 lower-case letters, digits, '-' or '_'")
-        return value
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        if not _MAC.match(value):
-            raise ValueError("not a Bluetooth MAC address (AA:BB:CC:DD:EE:FF)")
-        return value.upper()
 
     @field_validator("password")
     @classmethod
@@ -152,7 +161,7 @@ class DeviceConfig(Strict):
 class VeDirectConfig(Strict):
     """A Victron device on a VE.Direct serial port (BMV/SmartShunt, MPPT, Phoenix)."""
 
-    id: str
+    id: DeviceId
     #: a stable name: /dev/serial/by-id/usb-VictronEnergy_BV_VE_Direct_cable_<serial>-if00-port0
     port: str
     baudrate: int = 19200
@@ -161,39 +170,18 @@ class VeDirectConfig(Strict):
     #: reopen the port when no valid block arrived for this long
     silence_timeout_s: Annotated[float, Field(ge=2, le=600)] = 10.0
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not _DEVICE_ID.match(value):
-            raise ValueError("use 1-63 lower-case letters, digits, '-' or '_'")
-        return value
-
 
 class VictronAdvertConfig(Strict):
     """A Victron device read from its Instant Readout adverts (no connection)."""
 
-    id: str
-    address: str
+    id: DeviceId
+    address: MacAddress
     #: the 16-byte advert key from VictronConnect (Product info > Instant readout details)
     key: str
     #: at most one reading per this many seconds (adverts come about once a second)
     interval_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
     #: no advert for this long: the device is reported as not connected
     stale_after_s: Annotated[float, Field(gt=0)] = 30.0
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not _DEVICE_ID.match(value):
-            raise ValueError("use 1-63 lower-case letters, digits, '-' or '_'")
-        return value
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        if not _MAC.match(value):
-            raise ValueError("not a Bluetooth MAC address (AA:BB:CC:DD:EE:FF)")
-        return value.upper()
 
     @field_validator("key")
     @classmethod
@@ -207,7 +195,7 @@ class VenusConfig(Strict):
     """A Venus OS GX device read over its MQTT broker."""
 
     #: prefix of the device ids: <id>-<service>-<instance>, e.g. gx-solarcharger-279
-    id: str
+    id: DeviceId
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     username: str | None = None
@@ -223,18 +211,9 @@ class VenusConfig(Strict):
     #: Venus OS 3.20 and later; set false for older versions
     suppress_republish: bool = True
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not _DEVICE_ID.match(value):
-            raise ValueError("use 1-63 lower-case letters, digits, '-' or '_'")
-        return value
-
     def resolved_password(self) -> str:
         """The password, read from ``password_file`` when that is set ("" when neither is)."""
-        if self.password_file is not None:
-            return self.password_file.read_text().strip()
-        return self.password or ""
+        return resolve_secret(self.password, self.password_file) or ""
 
 
 class CsvConfig(Strict):

@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sunbox.config import DEVICE_ID_PATTERN
+
 #: Bitmask fields: integers, aggregated with bitwise OR in the tiers.
 FLAG_FIELDS: frozenset[str] = frozenset(
     {"alarm_bits", "protection_bits", "balance_bits", "warning_bits", "off_reason_bits", "error_bits", "bms_bits"}
@@ -113,7 +115,6 @@ MAX_FUTURE_MS = 24 * 3600 * 1000
 MAX_STRING = 1024
 MAX_FIELDS = 256
 
-_DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _FIELD = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _ENVELOPE = ("device_id", "kind", "time_ms")
@@ -223,7 +224,7 @@ def parse_message(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox
     if not isinstance(data, dict):
         raise PayloadError("not a JSON object")
     device_id = data.get("device_id")
-    if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id):
+    if not isinstance(device_id, str) or not DEVICE_ID_PATTERN.match(device_id):
         raise PayloadError(f"device_id missing or invalid: {device_id!r}")
     if device_id != parts[1]:
         raise PayloadError(f"device_id {device_id!r} does not match the topic's {parts[1]!r}")

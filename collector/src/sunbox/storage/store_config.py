@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from sunbox.config import BrokerConfig, ConfigError, Strict, read_yaml, validate
+from sunbox.config import BrokerConfig, ConfigError, Strict, read_yaml, resolve_secret, validate
 
 DEFAULT_PATH = Path("/etc/sunbox/store.yaml")
 
@@ -46,10 +46,9 @@ class InfluxConfig(Strict):
 
     def resolved_token(self) -> str:
         """The token, read from ``token_file`` when that is set."""
-        if self.token_file is not None:
-            return self.token_file.read_text().strip()
-        assert self.token is not None
-        return self.token
+        token = resolve_secret(self.token, self.token_file)
+        assert token is not None
+        return token
 
 
 class StoreConfig(Strict):
