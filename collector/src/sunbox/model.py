@@ -79,6 +79,17 @@ class Health:
     poll_latency_ms: float | None = None
     last_error: str | None = None
 
+    def record_reading(self, time_ms: int) -> None:
+        """A good reading was published at ``time_ms``: resets the error run."""
+        self.last_reading_ms = time_ms
+        self.consecutive_errors = 0
+
+    def record_error(self, message: str) -> None:
+        """Count one error (timeout, bad frame, refused key, ...); keeps its text (200 chars)."""
+        self.errors_total += 1
+        self.consecutive_errors += 1
+        self.last_error = message[:200]
+
     def snapshot(self, time_ms: int | None = None) -> Reading:
         """A :class:`Reading` of kind ``health`` with the current counters."""
         return Reading(

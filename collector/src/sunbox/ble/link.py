@@ -122,14 +122,11 @@ class DeviceLink:
         reading = Reading(self.device.id, self.driver.kind, time_ms, values)
         self.publish(reading)
         self.readings += 1
-        self.health.last_reading_ms = time_ms
-        self.health.consecutive_errors = 0
+        self.health.record_reading(time_ms)
         return reading
 
     def _count_error(self, exc: BaseException) -> None:
-        self.health.consecutive_errors += 1
-        self.health.errors_total += 1
-        self.health.last_error = f"{type(exc).__name__}: {exc}"[:200]
+        self.health.record_error(f"{type(exc).__name__}: {exc}")
 
     def publish_health(self) -> None:
         self.health.rssi = self.scanner.rssi(self.device.address)

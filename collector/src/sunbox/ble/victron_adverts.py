@@ -65,7 +65,7 @@ class VictronAdvertSource:
             kind, values = victron_advert.decode(data, self.key)
         except victron_advert.AdvertKeyError as exc:
             self.key_errors += 1
-            self._error(str(exc))
+            self.health.record_error(str(exc))
             if not self._key_reported:
                 self._key_reported = True
                 LOG.error(
@@ -76,7 +76,7 @@ class VictronAdvertSource:
                 )
             return
         except FrameError as exc:
-            self._error(str(exc))
+            self.health.record_error(str(exc))
             LOG.debug("%s: skipped an advert: %s", self.device.id, exc)
             return
         self._key_reported = False
@@ -84,13 +84,7 @@ class VictronAdvertSource:
         time_ms = now_ms()
         self.publish(Reading(self.device.id, cast(Kind, kind), time_ms, values))
         self.readings += 1
-        self.health.last_reading_ms = time_ms
-        self.health.consecutive_errors = 0
-
-    def _error(self, message: str) -> None:
-        self.health.errors_total += 1
-        self.health.consecutive_errors += 1
-        self.health.last_error = message[:200]
+        self.health.record_reading(time_ms)
 
     def publish_health(self) -> None:
         if self.health.connected and time.monotonic() - self._last_seen > self.device.stale_after_s:

@@ -92,9 +92,7 @@ class VeDirectSource:
             await asyncio.sleep(self.backoff.next_delay())
 
     def _failed(self, message: str) -> None:
-        self.health.errors_total += 1
-        self.health.consecutive_errors += 1
-        self.health.last_error = message[:200]
+        self.health.record_error(message)
         LOG.warning("VE.Direct %s: %s", self.device.id, message)
 
     async def _serve(self, port: serial.Serial) -> None:
@@ -134,5 +132,4 @@ class VeDirectSource:
         time_ms = now_ms()
         self.publish(Reading(self.device.id, cast(Kind, kind), time_ms, values))
         self.readings += 1
-        self.health.last_reading_ms = time_ms
-        self.health.consecutive_errors = 0
+        self.health.record_reading(time_ms)
