@@ -38,6 +38,7 @@ JBD_NOTIFY = "0000ff01-0000-1000-8000-00805f9b34fb"
 JBD_WRITE = "0000ff02-0000-1000-8000-00805f9b34fb"
 LITIME_SERVICE = "0000ffe0-0000-1000-8000-00805f9b34fb"
 LITIME_CHAR = "0000ffe1-0000-1000-8000-00805f9b34fb"
+BLUETOOTH_BASE_UUID = "-0000-1000-8000-00805f9b34fb"
 
 #: syssi/esphome-jbd-bms docs/ffaa-auth-flow/communications2.txt (after auth, discharging)
 JBD_BASIC_CAPTURE = bytes.fromhex("dd03001d0536ffcb4ff253340001309b00000000000044600304030bb70bbf0bb9f84c77")
@@ -96,16 +97,15 @@ class SimPeripheral:
         task.add_done_callback(self._tasks.discard)
 
     def _advertising_data(self) -> bytes:
-        uuid16 = bytes.fromhex(self.service_uuid[4:8])[::-1]
-        return bytes(
-            AdvertisingData(
-                [
-                    (AdvertisingData.FLAGS, bytes([0x06])),
-                    (AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode()),
-                    (AdvertisingData.INCOMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS, uuid16),
-                ]
-            )
-        )
+        """Flags, the name and, for a 16-bit service UUID, that UUID (128-bit ones are left out)."""
+        fields = [
+            (AdvertisingData.FLAGS, bytes([0x06])),
+            (AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode()),
+        ]
+        if self.service_uuid.startswith("0000") and self.service_uuid.endswith(BLUETOOTH_BASE_UUID):
+            uuid16 = bytes.fromhex(self.service_uuid[4:8])[::-1]
+            fields.append((AdvertisingData.INCOMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS, uuid16))
+        return bytes(AdvertisingData(fields))
 
     async def start(self) -> None:
         """Power on and advertise (connectable, public address)."""
@@ -506,16 +506,6 @@ class SmartSolarSimulator(SimPeripheral):
         delegate = _DisplayPasskey(passkey)
         self.device.pairing_config_factory = lambda _c: PairingConfig(
             sc=True, mitm=True, bonding=True, delegate=delegate
-        )
-
-    def _advertising_data(self) -> bytes:
-        return bytes(
-            AdvertisingData(
-                [
-                    (AdvertisingData.FLAGS, bytes([0x06])),
-                    (AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode()),
-                ]
-            )
         )
 
     def _on_connection(self, connection: Connection) -> None:
