@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sunbox.protocols import jbd, litime
 from sunbox.storage import influx_setup, layout, store_config
-from sunbox.storage.points import BOOL_FIELDS, FLAG_FIELDS, LAST_FIELDS, TEXT_FIELDS, parse_message
+from sunbox.storage.points import is_measured, parse_message
 from sunbox.storage.writer import Store
 from sunbox_stack.servers import InfluxDB, Mosquitto, free_port
 
@@ -159,7 +159,7 @@ def bench_tasks(influx: InfluxDB, lay: layout.StorageLayout) -> None:
 def tier_point(measurement: str, device: str, fields: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in fields.items():
-        if name in FLAG_FIELDS or name in LAST_FIELDS or name in BOOL_FIELDS or name in TEXT_FIELDS:
+        if not is_measured(name):
             out[name] = value
         else:
             mean = value * (1 + rng.uniform(-0.02, 0.02))

@@ -28,7 +28,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from sunbox.model import Health
 from sunbox.protocols import jbd, litime
 from sunbox.storage import influx_setup, layout
-from sunbox.storage.points import BOOL_FIELDS, FLAG_FIELDS, LAST_FIELDS, TEXT_FIELDS, parse_message
+from sunbox.storage.points import is_measured, parse_message
 from sunbox_stack import provision
 from sunbox_stack.servers import Grafana, InfluxDB, free_port
 
@@ -120,7 +120,7 @@ def _samples() -> dict[str, dict[str, Any]]:
 def _tier_fields(fields: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in fields.items():
-        if name in FLAG_FIELDS or name in LAST_FIELDS or name in BOOL_FIELDS or name in TEXT_FIELDS:
+        if not is_measured(name):
             out[name] = value
         else:
             mean = value * (1 + rng.uniform(-0.02, 0.02))

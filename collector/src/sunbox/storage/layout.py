@@ -19,7 +19,7 @@ from pydantic import BeforeValidator, model_validator
 
 from sunbox.config import ConfigError, Strict, read_yaml, validate
 
-from .points import BOOL_FIELDS, FLAG_FIELDS, LAST_FIELDS, TEXT_FIELDS
+from .points import FLAG_FIELDS, LAST_VALUE_FIELDS, NOT_MEASURED
 
 DEFAULT_PATH = Path("/etc/sunbox/storage.yaml")
 TEMPLATE_NAME = "downsample.flux"
@@ -184,8 +184,8 @@ def render_task(layout: StorageLayout, tier: Tier, template: str) -> str:
         source_bucket=layout.raw_bucket,
         destination_bucket=layout.bucket_of(tier),
         catchup=flux_duration(layout.catchup),
-        measured_predicate=_no_field(LAST_FIELDS | BOOL_FIELDS | TEXT_FIELDS | FLAG_FIELDS),
-        last_predicate=_any_field(LAST_FIELDS | BOOL_FIELDS | TEXT_FIELDS),
+        measured_predicate=_no_field(NOT_MEASURED),
+        last_predicate=_any_field(LAST_VALUE_FIELDS),
         flag_predicate=_any_field(FLAG_FIELDS),
     )
 

@@ -107,6 +107,17 @@ BOOL_FIELDS: frozenset[str] = frozenset(
     {"charge_fet_on", "discharge_fet_on", "load_on", "connected", "alarm_on", "relay_on"}
 )
 
+#: Fields the tiers keep as the window's last value.
+LAST_VALUE_FIELDS: frozenset[str] = LAST_FIELDS | TEXT_FIELDS | BOOL_FIELDS
+#: Fields the tiers do not turn into mean/min/max.
+NOT_MEASURED: frozenset[str] = LAST_VALUE_FIELDS | FLAG_FIELDS
+
+
+def is_measured(name: str) -> bool:
+    """True for a measured quantity: the tiers hold its mean, ``_min`` and ``_max``."""
+    return name not in NOT_MEASURED
+
+
 #: Readings older than this (2015-01-01) are refused: a Pi without a real-time clock
 #: stamps 1970 before NTP has synchronised.
 MIN_TIME_MS = 1_420_070_400_000
