@@ -11,7 +11,7 @@ import contextlib
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +72,21 @@ def subscriber(mosquitto: Mosquitto) -> Iterator[Subscriber]:
     sub.close()
 
 
+def mqtt_settings(server: Mosquitto) -> dict[str, Any]:
+    """The collector's ``mqtt`` section for the test broker (a fresh client id)."""
+    return {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "username": server.username,
+        "password": server.password,
+        "client_id": f"collector-{uuid.uuid4().hex[:6]}",
+    }
+
+
 def config_for(server: Mosquitto, tmp_path: Path) -> Any:
     return parse(
         {
-            "mqtt": {
-                "host": "127.0.0.1",
-                "port": server.port,
-                "username": server.username,
-                "password": server.password,
-                "client_id": f"collector-{uuid.uuid4().hex[:6]}",
-            },
+            "mqtt": mqtt_settings(server),
             "queue": {"path": str(tmp_path / "queue.sqlite3")},
             "ble": {"operation_timeout_s": 1.0, "backoff_initial_s": 0.05, "backoff_max_s": 0.5},
             "devices": [
@@ -105,8 +110,21 @@ async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.05)
 
 
+async def sim_backend(world: SimWorld, config: Any = None) -> BleBackend:
+    """The bleak backend on ``world``'s bumble central, knowing ``config``'s passkeys."""
+    central = await world.central()
+    for device in config.devices if config is not None else []:
+        if device.pairing_passkey is not None:
+            central.passkeys[device.address] = device.pairing_passkey
+    return BleBackend(central.client_backend(), central.scanner_backend(), None)
+
+
 @contextlib.asynccontextmanager
-async def collector_running(world: SimWorld, config: Any, sent: list[Reading]) -> Any:
+async def collector_running(
+    config: Any, sent: list[Reading], backend: BleBackend | None = None
+) -> AsyncIterator[tuple[MqttPublisher, Collector]]:
+    """The collector publishing through a real :class:`MqttPublisher`; every reading is also
+    appended to ``sent``. Without a ``backend``, only non-BLE sources can run."""
     queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
     publisher = MqttPublisher(config.mqtt, queue)
     publisher.start()
@@ -115,11 +133,10 @@ async def collector_running(world: SimWorld, config: Any, sent: list[Reading]) -
         sent.append(reading)
         publisher.publish_reading(reading)
 
-    central = await world.central()
-    collector = Collector(config, BleBackend(central.client_backend(), central.scanner_backend(), None), publish)
+    collector = Collector(config, backend or BleBackend(), publish)
     task = asyncio.create_task(collector.run())
     try:
-        yield publisher
+        yield publisher, collector
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -132,7 +149,7 @@ async def test_readings_reach_a_subscriber(
     world: SimWorld, mosquitto: Mosquitto, subscriber: Subscriber, tmp_path: Path
 ) -> None:
     sent: list[Reading] = []
-    async with collector_running(world, config_for(mosquitto, tmp_path), sent):
+    async with collector_running(config_for(mosquitto, tmp_path), sent, await sim_backend(world)):
         await wait_until(lambda: len(subscriber.states("battery")) >= 2 and len(subscriber.states("mppt")) >= 2)
         await wait_until(lambda: "sunbox/battery/health" in subscriber.topics())
     battery = subscriber.states("battery")[-1]
@@ -153,7 +170,7 @@ async def test_broker_restart_loses_nothing(
     world: SimWorld, mosquitto: Mosquitto, subscriber: Subscriber, tmp_path: Path
 ) -> None:
     sent: list[Reading] = []
-    async with collector_running(world, config_for(mosquitto, tmp_path), sent) as publisher:
+    async with collector_running(config_for(mosquitto, tmp_path), sent, await sim_backend(world)) as (publisher, _):
         await wait_until(lambda: len(subscriber.states("battery")) >= 3)
         await asyncio.to_thread(mosquitto.stop)
         await wait_until(lambda: publisher.queued >= 10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,11 @@ import pytest
 
 from sunbox.config import parse
 from sunbox.model import Reading
-from sunbox.mqtt.publisher import MqttPublisher
-from sunbox.mqtt.queue import DiskQueue
-from sunbox.service import BleBackend, Collector
+from sunbox.service import Collector
 from sunbox.sim.peripherals import SimWorld, SmartSolarSimulator
 from sunbox_stack.servers import Mosquitto
 
-from .test_mqtt_e2e import Subscriber, wait_until
+from .test_mqtt_e2e import Subscriber, collector_running, mqtt_settings, sim_backend, wait_until
 
 ADDRESS = "F9:3E:4C:00:00:09"
 #: The product's default passkey is 000000, but bumble 0.0.236's SMP asserts a truthy
@@ -43,11 +40,7 @@ def config_for(tmp_path: Path, mqtt: dict[str, Any] | None = None, **device: Any
 
 @contextlib.asynccontextmanager
 async def collecting(world: SimWorld, config: Any, publish: Any) -> Any:
-    central = await world.central()
-    for device in config.devices:
-        if device.pairing_passkey is not None:
-            central.passkeys[device.address] = device.pairing_passkey
-    collector = Collector(config, BleBackend(central.client_backend(), central.scanner_backend(), None), publish)
+    collector = Collector(config, await sim_backend(world, config), publish)
     task = asyncio.create_task(collector.run())
     try:
         yield collector
@@ -63,28 +56,16 @@ async def test_smartsolar_readings_reach_a_subscriber(mosquitto: Mosquitto, tmp_
     sim = SmartSolarSimulator(world.link, ADDRESS, passkey=PASSKEY, keepalive_timeout=1.5)
     world.add(sim)
     await world.start()
-    mqtt = {
-        "host": "127.0.0.1",
-        "port": mosquitto.port,
-        "username": mosquitto.username,
-        "password": mosquitto.password,
-        "client_id": f"collector-{uuid.uuid4().hex[:6]}",
-    }
-    config = config_for(tmp_path, mqtt, passkey=PASSKEY)
+    config = config_for(tmp_path, mqtt_settings(mosquitto), passkey=PASSKEY)
     subscriber = Subscriber(mosquitto)
-    queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
-    publisher = MqttPublisher(config.mqtt, queue)
-    publisher.start()
     try:
-        async with collecting(world, config, publisher.publish_reading) as collector:
+        async with collector_running(config, [], await sim_backend(world, config)) as (_, collector):
             await wait_until(lambda: len(subscriber.states("solar")) >= 2)
             await asyncio.sleep(4.0)  # well past the device's 1.5 s keep-alive timeout
             link = collector.links[0]
             assert link.health.reconnects == 0, "the keep-alive kept the link open"
             assert sim.keepalives >= 4 and sim.ignored_unpaired == 0
     finally:
-        await asyncio.to_thread(publisher.stop)
-        queue.close()
         subscriber.close()
     state = subscriber.states("solar")[-1]
     assert state["kind"] == "charger"

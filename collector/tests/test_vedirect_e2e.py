@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,11 @@ import pytest
 
 from sunbox.config import parse
 from sunbox.model import Reading
-from sunbox.mqtt.publisher import MqttPublisher
-from sunbox.mqtt.queue import DiskQueue
 from sunbox.service import BleBackend, Collector
 from sunbox.sim.vedirect_pty import VeDirectReplay
 from sunbox_stack.servers import Mosquitto
 
-from .test_mqtt_e2e import Subscriber, wait_until
+from .test_mqtt_e2e import Subscriber, collector_running, mqtt_settings, wait_until
 
 pytestmark = pytest.mark.stack
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -42,13 +39,7 @@ async def replaying(name: str, corrupt_every: int | None = None) -> AsyncIterato
 def config_for(server: Mosquitto, tmp_path: Path, ports: dict[str, str]) -> Any:
     return parse(
         {
-            "mqtt": {
-                "host": "127.0.0.1",
-                "port": server.port,
-                "username": server.username,
-                "password": server.password,
-                "client_id": f"collector-{uuid.uuid4().hex[:6]}",
-            },
+            "mqtt": mqtt_settings(server),
             "queue": {"path": str(tmp_path / "queue.sqlite3")},
             "vedirect": [{"id": d, "port": p, "publish_interval_s": 0} for d, p in ports.items()],
             "health_interval_s": 1,
@@ -64,25 +55,11 @@ async def test_vedirect_readings_reach_a_subscriber(mosquitto: Mosquitto, tmp_pa
         replaying("vedirect_bvm702.dump") as bmv,
     ):
         config = config_for(mosquitto, tmp_path, {"mppt": mppt.path, "shunt": bmv.path})
-        queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
-        publisher = MqttPublisher(config.mqtt, queue)
-        publisher.start()
-
-        def publish(reading: Reading) -> None:
-            sent.append(reading)
-            publisher.publish_reading(reading)
-
-        collector = Collector(config, BleBackend(), publish)
-        task = asyncio.create_task(collector.run())
         try:
-            await wait_until(lambda: len(subscriber.states("mppt")) >= 10 and len(subscriber.states("shunt")) >= 5)
-            await wait_until(lambda: "sunbox/shunt/health" in subscriber.topics())
+            async with collector_running(config, sent) as (_, collector):
+                await wait_until(lambda: len(subscriber.states("mppt")) >= 10 and len(subscriber.states("shunt")) >= 5)
+                await wait_until(lambda: "sunbox/shunt/health" in subscriber.topics())
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await asyncio.to_thread(publisher.stop)
-            queue.close()
             subscriber.close()
     charger = subscriber.states("mppt")
     assert all(s["kind"] == "charger" and s["model"] == "BlueSolar Charger MPPT 75/15" for s in charger)

@@ -4,12 +4,9 @@ scanner (production bleak path on the bumble backend) -> the collector -> the re
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import json
 import logging
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +14,10 @@ import pytest
 
 from sunbox.config import parse
 from sunbox.model import Reading
-from sunbox.mqtt.publisher import MqttPublisher
-from sunbox.mqtt.queue import DiskQueue
-from sunbox.service import BleBackend, Collector
 from sunbox.sim.peripherals import SimWorld, VictronAdvertiser
 from sunbox_stack.servers import Mosquitto
 
-from .test_mqtt_e2e import Subscriber, wait_until
+from .test_mqtt_e2e import Subscriber, collector_running, mqtt_settings, sim_backend, wait_until
 
 pytestmark = pytest.mark.stack
 VECTORS = json.loads((Path(__file__).parent / "fixtures" / "devices.json").read_text())["victron_advert"]
@@ -52,13 +46,7 @@ async def test_adverts_become_readings(
     await world.start()
     config = parse(
         {
-            "mqtt": {
-                "host": "127.0.0.1",
-                "port": mosquitto.port,
-                "username": mosquitto.username,
-                "password": mosquitto.password,
-                "client_id": f"collector-{uuid.uuid4().hex[:6]}",
-            },
+            "mqtt": mqtt_settings(mosquitto),
             "queue": {"path": str(tmp_path / "queue.sqlite3")},
             "ble": {"scanning_mode": "passive"},
             "victron_adverts": [
@@ -70,28 +58,13 @@ async def test_adverts_become_readings(
         }
     )
     subscriber = Subscriber(mosquitto)
-    queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
-    publisher = MqttPublisher(config.mqtt, queue)
-    publisher.start()
     sent: list[Reading] = []
-
-    def publish(reading: Reading) -> None:
-        sent.append(reading)
-        publisher.publish_reading(reading)
-
-    central = await world.central()
-    collector = Collector(config, BleBackend(central.client_backend(), central.scanner_backend(), None), publish)
     caplog.set_level(logging.ERROR, logger="sunbox.ble.victron_adverts")
-    task = asyncio.create_task(collector.run())
     try:
-        await wait_until(lambda: len(subscriber.states("solar")) >= 3 and len(subscriber.states("shunt")) >= 3)
-        await wait_until(lambda: stale.sent >= 10 and "sunbox/rekeyed/health" in subscriber.topics())
+        async with collector_running(config, sent, await sim_backend(world)) as (_, collector):
+            await wait_until(lambda: len(subscriber.states("solar")) >= 3 and len(subscriber.states("shunt")) >= 3)
+            await wait_until(lambda: stale.sent >= 10 and "sunbox/rekeyed/health" in subscriber.topics())
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await asyncio.to_thread(publisher.stop)
-        queue.close()
         subscriber.close()
     solar = subscriber.states("solar")[-1]
     assert solar["kind"] == "charger" and solar["battery_voltage"] == 13.88 and solar["pv_power"] == 19.0
