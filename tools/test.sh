@@ -26,9 +26,10 @@ echo "== provisioning the test stack"
 .venv/bin/sunbox-stack
 
 echo "== lint"
-.venv/bin/ruff check collector tools/stack tools/vpi grafana
+.venv/bin/ruff check collector tools/stack tools/vpi tools/play grafana roles molecule
 .venv/bin/mypy --config-file collector/pyproject.toml collector/src/sunbox
 .venv/bin/yamllint -s .
+./play.sh lint
 
 echo "== tests"
-exec .venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" collector/tests grafana/tests tools/stack/tests tools/vpi/tests "$@"
+exec .venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" collector/tests grafana/tests tools/stack/tests tools/play/tests tools/vpi/tests "$@"

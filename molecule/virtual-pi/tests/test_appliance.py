@@ -1,0 +1,177 @@
+"""The virtual Pi after the play: what a user would check on a real one (testinfra).
+
+Runs from molecule's verify step, after a converge and a second converge that changed
+nothing (molecule's idempotence step). Commands run inside the guest over SSH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+SERVICES = ["mosquitto", "influxdb", "sunbox-store", "sunbox-collector", "bluetooth", "nftables", "ssh"]
+DEVICES = {"advert", "battery", "mppt", "paired", "shunt", "solar"}
+TIERS = ["2m", "5m", "30m", "2h"]
+
+
+@pytest.fixture(scope="module")
+def secrets() -> dict[str, Any]:
+    path = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "vm" / "vars.yml"
+    return yaml.safe_load(path.read_text())
+
+
+def influx(host: Any, token: str, method: str, path: str, body: str | None = None, flux: bool = False) -> Any:
+    cmd = ["curl", "-sS", "--fail-with-body", "-X", method, "-H", f"Authorization: Token {token}"]
+    if body is not None:
+        kind = "application/vnd.flux" if flux else "application/json"
+        cmd += ["-H", f"Content-Type: {kind}", "-H", "Accept: application/csv", "--data-binary", body]
+    result = host.run(" ".join(shlex.quote(c) for c in cmd) + " " + shlex.quote(f"http://localhost:8086{path}"))
+    assert result.rc == 0, f"{method} {path}: {result.stdout} {result.stderr}"
+    return result.stdout if flux else json.loads(result.stdout or "null")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_is_active_and_enabled(host: Any, name: str) -> None:
+    service = host.service(name)
+    assert service.is_running, f"{name} is not running"
+    assert service.is_enabled, f"{name} does not start at boot"
+
+
+def test_sunbox_services_run_unprivileged_and_hardened(host: Any) -> None:
+    for unit in ("sunbox-collector", "sunbox-store"):
+        props = host.run(f"systemctl show -p User -p ProtectSystem -p NoNewPrivileges -p CapabilityBoundingSet {unit}")
+        assert "User=sunbox" in props.stdout
+        assert "ProtectSystem=strict" in props.stdout
+        assert "NoNewPrivileges=yes" in props.stdout
+        assert "CapabilityBoundingSet=\n" in props.stdout + "\n" or "CapabilityBoundingSet=" in props.stdout
+
+
+def test_every_simulated_device_reaches_the_raw_bucket_within_a_minute(host: Any, secrets: dict[str, Any]) -> None:
+    token = secrets["sunbox_influxdb_admin_token"]
+    query = (
+        'from(bucket: "sunbox_raw") |> range(start: -1m) '
+        '|> filter(fn: (r) => r._field == "rssi" or r._field == "voltage" or r._field == "battery_voltage" '
+        'or r._field == "soc" or r._field == "pv_power") '
+        '|> keep(columns: ["device"]) |> group() |> distinct(column: "device")'
+    )
+    seen: set[str] = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        csv = influx(host, token, "POST", "/api/v2/query?org=sunbox", query, flux=True)
+        seen = {line.split(",")[-1].strip() for line in csv.splitlines()[1:] if line.strip()}
+        if seen >= DEVICES:
+            break
+        time.sleep(10)
+    assert seen >= DEVICES, f"devices with readings in the last minute: {sorted(seen)}; expected {sorted(DEVICES)}"
+
+
+def test_downsampling_tasks_exist_and_succeed(host: Any, secrets: dict[str, Any]) -> None:
+    token = secrets["sunbox_influxdb_admin_token"]
+    tasks = influx(host, token, "GET", "/api/v2/tasks?org=sunbox")["tasks"]
+    by_name = {t["name"]: t for t in tasks}
+    assert len(tasks) == len(TIERS), sorted(by_name)
+    assert all(t["status"] == "active" for t in tasks)
+    runs = {}
+    for task in tasks:  # every tier now, rather than waiting up to 2 h for its schedule
+        runs[task["name"]] = (task["id"], influx(host, token, "POST", f"/api/v2/tasks/{task['id']}/runs", "{}")["id"])
+    pending = dict(runs)
+    deadline = time.monotonic() + 180
+    statuses: dict[str, str] = {}
+    while pending and time.monotonic() < deadline:
+        for name, (task_id, run_id) in list(pending.items()):
+            run = influx(host, token, "GET", f"/api/v2/tasks/{task_id}/runs/{run_id}")
+            statuses[name] = run["status"]
+            if run["status"] in ("success", "failed", "canceled"):
+                pending.pop(name)
+        time.sleep(3)
+    assert statuses and all(s == "success" for s in statuses.values()), statuses
+
+
+def test_mqtt_refuses_anonymous_clients_and_wrong_passwords(host: Any, secrets: dict[str, Any]) -> None:
+    anonymous = host.run("mosquitto_pub -h localhost -t sunbox/intruder/state -m x")
+    assert anonymous.rc != 0
+    assert "not authori" in (anonymous.stdout + anonymous.stderr).lower()
+    wrong = host.run("mosquitto_pub -h localhost -u sunbox-collector -P wrong -t sunbox/x/state -m x")
+    assert wrong.rc != 0
+    right = host.run(
+        "mosquitto_sub -h localhost -u sunbox-store -P %s -t 'sunbox/+/state' -C 1 -W 30",
+        secrets["sunbox_mqtt_store_password"],
+    )
+    assert right.rc == 0 and right.stdout.strip().startswith("{"), right.stderr
+
+
+@pytest.mark.skip(reason="Grafana cannot be obtained on this machine kind (issue 2): the grafana role is not played")
+def test_grafana_serves_now_anonymously_and_refuses_anonymous_edits() -> None:
+    raise AssertionError("unreachable")
+
+
+def test_kiosk_units_are_in_place(host: Any) -> None:
+    for path in (
+        "/usr/local/lib/sunbox/kiosk-browser",
+        "/usr/local/lib/sunbox/kiosk-screen",
+        "/usr/local/lib/sunbox/kiosk-watchdog",
+    ):
+        assert host.file(path).mode == 0o755
+    assert host.run("systemctl is-enabled sunbox-kiosk.service").stdout.strip() == "enabled"
+    for timer in (
+        "sunbox-kiosk-watchdog.timer",
+        "sunbox-screen-on.timer",
+        "sunbox-screen-dim.timer",
+        "sunbox-screen-off.timer",
+    ):
+        assert host.service(timer).is_running, timer
+    assert host.run("systemd-analyze verify /etc/systemd/system/sunbox-kiosk.service").rc == 0
+
+
+def test_ssh_by_key_only_and_firewall(host: Any) -> None:
+    with host.sudo():
+        sshd = host.run("sshd -T").stdout
+        ruleset = host.run("nft list ruleset").stdout
+    assert "passwordauthentication no" in sshd
+    assert "kbdinteractiveauthentication no" in sshd
+    assert "policy drop" in ruleset
+    admitted = next(line for line in ruleset.splitlines() if "@lan4 tcp dport" in line)
+    assert all(str(port) in admitted for port in (22, 1883, 3000, 8883)), admitted
+
+
+def test_journal_in_ram_and_no_swap_on_disk(host: Any) -> None:
+    assert not host.file("/var/log/journal").exists or not host.run("ls -A /var/log/journal").stdout.strip()
+    swaps = host.file("/proc/swaps").content_string.splitlines()[1:]
+    assert all(line.startswith("/dev/zram") for line in swaps), swaps
+
+
+def test_services_after_ten_minutes(host: Any) -> None:
+    """Every service still up with no restarts after ten minutes; their memory is reported."""
+    units = [f"{s}.service" for s in SERVICES if s not in ("nftables",)]
+    since = int(host.run("systemctl show -P ActiveEnterTimestampMonotonic sunbox-collector.service").stdout)
+    uptime = float(host.file("/proc/uptime").content_string.split()[0])
+    wait = 600 - (uptime - since / 1e6)
+    if wait > 0:
+        time.sleep(wait)
+    report = {}
+    for unit in units:
+        shown = host.run(f"systemctl show -p NRestarts -p MemoryCurrent -p ControlGroup {unit}").stdout
+        props = dict(line.split("=", 1) for line in shown.splitlines())
+        rss_kib = host.run(
+            f"for p in $(cat /sys/fs/cgroup{props['ControlGroup']}/cgroup.procs); do "
+            "awk '/VmRSS/ {print $2}' /proc/$p/status; done | awk '{s+=$1} END {print s+0}'"
+        ).stdout.strip()
+        report[unit] = {
+            "rss_mib": round(int(rss_kib or 0) / 1024, 1),
+            "restarts": int(props["NRestarts"]),
+            "memory_current_mib": round(int(props["MemoryCurrent"]) / 2**20, 1)
+            if props["MemoryCurrent"].isdigit()
+            else None,
+        }
+    out = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "rss.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    restarted = {u: r["restarts"] for u, r in report.items() if r["restarts"]}
+    assert not restarted, f"services restarted during the run: {restarted}"

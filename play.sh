@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Sunbox: configure a Raspberry Pi (or several) with Ansible. Run ./play.sh --help.
+set -euo pipefail
+root=$(cd "$(dirname "$0")" && pwd)
+venv=${SUNBOX_PLAY_VENV:-$root/.play-venv}
+
+usage() {
+  cat <<'HELP'
+Usage:
+  ./play.sh -i inventories/<site>/hosts.yml [ansible-playbook options]
+  ./play.sh virtual-pi [molecule command]      (default: test)
+  ./play.sh lint
+
+The first run on a PC (needs only Python 3 with venv, and ssh):
+  1. Flash Raspberry Pi OS Bookworm (64-bit, desktop) to the SD card. In Raspberry Pi
+     Imager's settings enable SSH with your public key and set the user name.
+  2. cp -r inventories/example inventories/mysite
+     Edit inventories/mysite/hosts.yml (the Pi's address and user) and
+     inventories/mysite/host_vars/target.yml (devices, MACs, poll intervals, tiers).
+  3. Put the secrets into an ansible-vault file:
+       .play-venv/bin/ansible-vault create inventories/mysite/group_vars/all/vault.yml
+     with the keys listed in inventories/example/group_vars/all/vault.yml.example.
+  4. ./play.sh -i inventories/mysite/hosts.yml
+     (asks for the vault password; run it again at any time: a second run changes nothing)
+
+Options are passed to ansible-playbook, e.g. --check --diff, --tags collector,
+-l field-pi-2, --vault-password-file FILE.
+
+./play.sh virtual-pi runs the molecule scenario molecule/virtual-pi: a Debian bookworm VM
+under qemu with simulated devices on the guest's real BlueZ, the whole play against it,
+a second run that must change nothing, and the checks. Needs Linux and root (debootstrap,
+qemu); the image is cached in ~/.cache/sunbox/vpi. Other molecule commands work too:
+./play.sh virtual-pi converge | verify | login | destroy.
+
+./play.sh lint runs ansible-lint (production profile) over the roles and playbooks.
+HELP
+}
+
+# The controller's virtual environment: pinned ansible (with its collections) and, for
+# the virtual Pi, molecule and testinfra. Rebuilt when a requirements file changes.
+ensure_venv() {
+  local files=("$root/requirements-ansible.txt")
+  [ "${1:-}" = virtual-pi ] && files+=("$root/requirements-virtual-pi.txt")
+  local stamp
+  stamp=$(cat "${files[@]}" | sha256sum | cut -c1-16)
+  if [ ! -f "$venv/.sunbox-$stamp" ]; then
+    echo "play.sh: preparing $venv (pinned ansible; a minute or two on the first run)" >&2
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || {
+      echo "play.sh: python3 -m venv failed: install python3-venv (Debian/Ubuntu) first" >&2; exit 1; }
+    "$venv/bin/pip" install -q --upgrade pip >/dev/null
+    local reqs=()
+    for f in "${files[@]}"; do reqs+=(-r "$f"); done
+    "$venv/bin/pip" install -q "${reqs[@]}"
+    rm -f "$venv"/.sunbox-*
+    touch "$venv/.sunbox-$stamp"
+  fi
+  export PATH="$venv/bin:$PATH"
+  "$venv/bin/python" "$root/tools/play/check_collections.py" "$root/requirements.yml" || \
+    "$venv/bin/ansible-galaxy" collection install -r "$root/requirements.yml" -p "$root/.ansible/collections"
+}
+
+case "${1:-}" in
+  -h|--help|help)
+    usage
+    exit 0
+    ;;
+  lint)
+    ensure_venv virtual-pi
+    cd "$root"
+    exec ansible-lint
+    ;;
+  virtual-pi)
+    shift
+    ensure_venv virtual-pi
+    cd "$root"
+    if [ $# -eq 0 ]; then set -- test; fi
+    command=$1
+    shift
+    exec molecule "$command" -s virtual-pi "$@"
+    ;;
+esac
+
+inventory=""
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[i]}" in
+    -i|--inventory) inventory=${args[i + 1]:-} ;;
+    -i*) inventory=${args[i]#-i} ;;
+    --inventory=*) inventory=${args[i]#--inventory=} ;;
+  esac
+done
+if [ -z "$inventory" ]; then
+  echo "play.sh: which Pi? Give the inventory with -i (see ./play.sh --help for the first run)." >&2
+  exit 2
+fi
+ensure_venv
+cd "$root"
+
+# An encrypted vault in the inventory and no way to open it given: ask for the password.
+inventory_dir=$(dirname "$inventory")
+[ -d "$inventory" ] && inventory_dir=$inventory
+ask=()
+if [ -z "${ANSIBLE_VAULT_PASSWORD_FILE:-}" ] && ! printf '%s\n' "$@" | grep -q -- '^--vault\|^--ask-vault\|^-J$'; then
+  if grep -rlqs '^\$ANSIBLE_VAULT' "$inventory_dir/group_vars" "$inventory_dir/host_vars"; then
+    ask=(--ask-vault-pass)
+  fi
+fi
+exec ansible-playbook "${ask[@]}" playbooks/site.yml "$@"

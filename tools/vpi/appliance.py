@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""The virtual Pi for the whole appliance: what molecule/virtual-pi boots and plays against.
+
+``appliance.py up STATE_DIR``    build (or reuse) the image and the local APT repository,
+                                 serve the repository, boot the VM, wait for SSH, write
+                                 STATE_DIR/instance.json (address, port, user, key, repo)
+``appliance.py down STATE_DIR``  stop the VM and the repository server
+
+The image stands in for a fresh Raspberry Pi OS Bookworm desktop install: Debian bookworm
+(debootstrap, on top of tools/vpi's cached base) with a ``pi`` user that has passwordless
+sudo and the SSH key molecule made (handed in through qemu's fw_cfg, as Raspberry Pi
+Imager writes it into the first-boot settings), Chromium and wlr-randr as on the desktop
+image, and BlueZ. It is not arm64 and has no DSI display: see docs/virtual-pi.md.
+
+The simulated devices run in their own virtual environment (/opt/sunbox-sim), apart
+from the sunbox install that the collector role makes in /opt/sunbox.
+
+InfluxData's APT repository cannot be reached from this machine kind, so the test serves
+a local one on the host (reachable from the guest at 10.0.2.2): an ``influxdb2`` package
+made from the test stack's influxd (same version, same unit name and paths as
+InfluxData's package), signed with a test key. Only the repository URL, key URL and
+fingerprint differ from a real Pi's inventory. Grafana cannot be obtained here at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vpi
+
+REPO = vpi.REPO
+CACHE = vpi.CACHE
+# What Raspberry Pi OS's desktop image has and a minbase debootstrap lacks.
+DESKTOP_PACKAGES = [
+    "openssh-server",
+    "sudo",
+    "chromium",
+    "wlr-randr",
+    "curl",
+    "gpg",
+    "python3-apt",
+    "python3-pip",
+    "nftables",
+    "systemd-timesyncd",
+    "systemd-zram-generator",
+    "unattended-upgrades",
+    "zstd",
+    "procps",
+    "less",
+]
+INFLUXDB_VERSION = "2.7.12"
+GUEST_HOST = "10.0.2.2"  # the host as qemu's user network shows it to the guest
+HOST_TOOLS = {"qemu-img": "qemu-utils", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "gpg": "gpg"}
+
+FW_CFG_UNIT = """[Unit]
+Description=Virtual Pi: the pi user's SSH key from qemu fw_cfg (Raspberry Pi Imager's job on a real Pi)
+Before=ssh.service
+ConditionPathExists=!/home/pi/.ssh/authorized_keys
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'modprobe qemu_fw_cfg; f=/sys/firmware/qemu_fw_cfg/by_name/opt/sunbox/authorized_keys/raw; \\
+  for i in $(seq 20); do [ -e $f ] && break; sleep 1; done; install -d -o pi -g pi -m 700 /home/pi/.ssh; \\
+  install -o pi -g pi -m 600 $f /home/pi/.ssh/authorized_keys'
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def log(message: str) -> None:
+    print(f"[appliance {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def image_key() -> str:
+    digest = hashlib.sha256(vpi.image_key().encode())
+    digest.update(" ".join(DESKTOP_PACKAGES).encode())
+    digest.update(FW_CFG_UNIT.encode())
+    digest.update(b"appliance-v1")
+    return digest.hexdigest()[:12]
+
+
+def build_image() -> Path:
+    """The cached raw ext4 disk image of the fresh "Pi"."""
+    vpi.HOST_TOOLS.update(HOST_TOOLS)
+    vpi.host_tools()
+    disk = CACHE / f"appliance-{image_key()}.img"
+    if disk.exists():
+        log(f"image: cached {disk}")
+        return disk
+    base = vpi.build_image()
+    started = time.monotonic()
+    root = CACHE / f"appliance-rootfs-{image_key()}"
+    if root.exists():
+        shutil.rmtree(root)
+    log("image: copying the base and adding the desktop packages (a few minutes)")
+    vpi.sh("cp", "-a", base, root)
+    (root / ".complete").unlink(missing_ok=True)
+    shutil.rmtree(root / "opt/sunbox-src", ignore_errors=True)
+    shutil.rmtree(root / "opt/sunbox", ignore_errors=True)
+    (root / "etc/hostname").write_text("sunbox\n")
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 sunbox\n::1 localhost ip6-localhost\n")
+    # the intercepting proxy's CA, kept across update-ca-certificates (test machine only)
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "usr/local/share/ca-certificates/sunbox-host.crt")
+    (root / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
+    (root / "etc/systemd/system/vpi-ssh-key.service").write_text(FW_CFG_UNIT)
+    shutil.copytree(
+        REPO / "collector",
+        root / "opt/sunbox-sim-src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache", "build", "tests"),
+    )
+    with vpi.Chroot(root) as chroot:
+        env = "DEBIAN_FRONTEND=noninteractive"
+        chroot.run(
+            "sh",
+            "-c",
+            f"apt-get update -q >/dev/null && {env} apt-get install -y -q "
+            f"--no-install-recommends {' '.join(DESKTOP_PACKAGES)} >/dev/null",
+        )
+        chroot.run("apt-get", "clean")
+        chroot.run("useradd", "-m", "-s", "/bin/bash", "-G", "sudo", "pi")
+        chroot.run("systemctl", "enable", "vpi-ssh-key.service", "ssh.service")
+        chroot.run("systemctl", "disable", "mosquitto.service")
+        chroot.run("python3", "-m", "venv", "/opt/sunbox-sim")
+        chroot.run("/opt/sunbox-sim/bin/pip", "install", "-q", "--upgrade", "pip", "setuptools", "wheel")
+        chroot.run(
+            "/opt/sunbox-sim/bin/pip",
+            "install",
+            "-q",
+            "-c",
+            "/opt/sunbox-sim-src/constraints.txt",
+            "/opt/sunbox-sim-src[sim]",
+        )
+    (root / "etc/sudoers.d/010_pi-nopasswd").write_text("pi ALL=(ALL) NOPASSWD: ALL\n")
+    (root / "etc/sudoers.d/010_pi-nopasswd").chmod(0o440)
+    (root / "etc/ssh/ssh_host_rsa_key").unlink(missing_ok=True)
+    partial = disk.with_suffix(".partial")
+    vpi.sh("truncate", "-s", "12G", partial)
+    vpi.sh("mkfs.ext4", "-q", "-F", "-d", root, partial)
+    partial.rename(disk)
+    for kernel in sorted((root / "boot").glob("vmlinuz-*"))[-1:]:
+        shutil.copy(kernel, disk.with_suffix(".vmlinuz"))
+    for initrd in sorted((root / "boot").glob("initrd.img-*"))[-1:]:
+        shutil.copy(initrd, disk.with_suffix(".initrd"))
+    shutil.rmtree(root)
+    log(f"image: built in {time.monotonic() - started:.0f} s: {disk}")
+    return disk
+
+
+def _deb_control(size_kib: int) -> str:
+    return (
+        "Package: influxdb2\n"
+        f"Version: {INFLUXDB_VERSION}-1\n"
+        "Architecture: amd64\n"
+        "Maintainer: Sunbox test stack <sunbox@localhost>\n"
+        f"Installed-Size: {size_kib}\n"
+        "Section: database\n"
+        "Priority: optional\n"
+        "Description: InfluxDB 2 (Sunbox virtual-Pi test package)\n"
+        " influxd built from source by Sunbox's test stack, packaged with the unit name and\n"
+        " paths of InfluxData's influxdb2 package. For the virtual Pi only.\n"
+    )
+
+
+INFLUXDB_UNIT = """[Unit]
+Description=InfluxDB is an open-source, distributed, time series database
+Documentation=https://docs.influxdata.com/influxdb/
+After=network-online.target
+
+[Service]
+User=influxdb
+Group=influxdb
+LimitNOFILE=65536
+EnvironmentFile=-/etc/default/influxdb2
+Environment=INFLUXD_CONFIG_PATH=/etc/influxdb/config.toml
+ExecStart=/usr/bin/influxd
+KillMode=control-group
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+Alias=influxd.service
+"""
+
+POSTINST = """#!/bin/sh
+set -e
+if ! id influxdb >/dev/null 2>&1; then
+  useradd --system -U -M -d /var/lib/influxdb -s /bin/false influxdb
+fi
+install -d -o influxdb -g influxdb -m 0750 /var/lib/influxdb
+chgrp influxdb /etc/influxdb/config.toml
+if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+  systemctl enable influxdb.service
+  systemctl restart influxdb.service
+fi
+"""
+
+
+def build_apt_repo() -> tuple[Path, str]:
+    """The local APT repository (signed) with influxdb2, and its key's fingerprint."""
+    influxd = CACHE.parent / f"influxdb-{INFLUXDB_VERSION}" / "influxd"
+    if not influxd.exists():
+        sys.exit(f"appliance: {influxd} missing: run tools/test.sh (or sunbox-stack) once to build it")
+    stat = influxd.stat()
+    key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{INFLUXDB_UNIT}{POSTINST}v1".encode()).hexdigest()[:12]
+    repo = CACHE / f"apt-repo-{key}"
+    fingerprint_file = repo / "fingerprint"
+    if fingerprint_file.exists():
+        log(f"apt repository: cached {repo}")
+        return repo, fingerprint_file.read_text().strip()
+    if repo.exists():
+        shutil.rmtree(repo)
+    started = time.monotonic()
+    log("apt repository: packaging influxd and signing with a test key")
+    pkg = repo / "build" / "influxdb2"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "usr/bin").mkdir(parents=True)
+    shutil.copy(influxd, pkg / "usr/bin/influxd")
+    (pkg / "lib/systemd/system").mkdir(parents=True)
+    (pkg / "lib/systemd/system/influxdb.service").write_text(INFLUXDB_UNIT)
+    (pkg / "etc/influxdb").mkdir(parents=True)
+    (pkg / "etc/influxdb/config.toml").write_text(
+        'bolt-path = "/var/lib/influxdb/influxd.bolt"\nengine-path = "/var/lib/influxdb/engine"\n'
+    )
+    (pkg / "DEBIAN/conffiles").write_text("/etc/influxdb/config.toml\n")
+    (pkg / "DEBIAN/postinst").write_text(POSTINST)
+    (pkg / "DEBIAN/postinst").chmod(0o755)
+    size_kib = sum(p.stat().st_size for p in pkg.rglob("*") if p.is_file()) // 1024
+    (pkg / "DEBIAN/control").write_text(_deb_control(size_kib))
+    pool = repo / "influxdata/pool/main"
+    pool.mkdir(parents=True)
+    deb = pool / f"influxdb2_{INFLUXDB_VERSION}-1_amd64.deb"
+    vpi.sh("dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", pkg, deb, stdout=subprocess.DEVNULL)
+    shutil.rmtree(repo / "build")
+    data = deb.read_bytes()
+    stanza = _deb_control(size_kib) + (
+        f"Filename: pool/main/{deb.name}\nSize: {len(data)}\n"
+        f"MD5sum: {hashlib.md5(data).hexdigest()}\nSHA256: {hashlib.sha256(data).hexdigest()}\n"
+    )
+    dist = repo / "influxdata/dists/stable"
+    binary = dist / "main/binary-amd64"
+    binary.mkdir(parents=True)
+    packages = stanza.encode() + b"\n"
+    (binary / "Packages").write_bytes(packages)
+    (binary / "Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
+    lines = ["SHA256:"]
+    for name in ("Packages", "Packages.gz"):
+        body = (binary / name).read_bytes()
+        lines.append(f" {hashlib.sha256(body).hexdigest()} {len(body)} main/binary-amd64/{name}")
+    release = (
+        "Origin: Sunbox test\nLabel: Sunbox test\nSuite: stable\nCodename: stable\n"
+        f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\n"
+        "Architectures: amd64\nComponents: main\n" + "\n".join(lines) + "\n"
+    )
+    (dist / "Release").write_text(release)
+    gnupg = repo / "gnupg"
+    gnupg.mkdir(mode=0o700)
+    env = dict(os.environ, GNUPGHOME=str(gnupg))
+    gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run(
+        [
+            *gpg,
+            "--quick-generate-key",
+            "Sunbox virtual-Pi test repository <test@sunbox.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        check=True,
+        env=env,
+    )
+    listing = subprocess.run(
+        ["gpg", "--batch", "--with-colons", "--list-keys"], check=True, env=env, capture_output=True, text=True
+    ).stdout
+    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    subprocess.run([*gpg, "--clearsign", "-o", str(dist / "InRelease"), str(dist / "Release")], check=True, env=env)
+    key_asc = subprocess.run(
+        ["gpg", "--batch", "--armor", "--export", fingerprint], check=True, env=env, capture_output=True, text=True
+    ).stdout
+    (repo / "influxdata/key.asc").write_text(key_asc)
+    fingerprint_file.write_text(fingerprint + "\n")
+    log(f"apt repository: built in {time.monotonic() - started:.0f} s: {repo}")
+    return repo, fingerprint
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_ssh(port: int, key: Path, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        probe = subprocess.run(
+            [
+                "ssh",
+                "-i",
+                str(key),
+                "-p",
+                str(port),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+                "pi@127.0.0.1",
+                "true",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return
+        time.sleep(5)
+    raise SystemExit(f"appliance: no SSH on port {port} within {deadline_s:.0f} s")
+
+
+def up(state: Path) -> int:
+    if os.geteuid() != 0:
+        sys.exit("appliance: needs root (debootstrap, chroot, mount)")
+    started = time.monotonic()
+    state.mkdir(parents=True, exist_ok=True)
+    disk = build_image()
+    repo, fingerprint = build_apt_repo()
+    key = state / "id_ed25519"
+    if not key.exists():
+        vpi.sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "molecule@virtual-pi", "-f", key)
+    overlay = state / "disk.qcow2"
+    overlay.unlink(missing_ok=True)
+    vpi.sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", disk, "-F", "raw", overlay)
+    repo_port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(repo), str(repo_port)],
+        stdout=(state / "apt-repo.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (state / "apt-repo.pid").write_text(f"{server.pid}\n")
+    ssh_port = free_port()
+    log("vm: booting (qemu, tcg)")
+    vpi.sh(
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-m",
+        "4096",
+        "-smp",
+        "2",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{state / 'console.log'}",
+        "-daemonize",
+        "-pidfile",
+        state / "qemu.pid",
+        "-kernel",
+        disk.with_suffix(".vmlinuz"),
+        "-initrd",
+        disk.with_suffix(".initrd"),
+        "-append",
+        "root=/dev/vda rw console=ttyS0 quiet",
+        "-drive",
+        f"file={overlay},format=qcow2,if=virtio",
+        "-fw_cfg",
+        f"name=opt/sunbox/authorized_keys,file={key}.pub",
+        "-nic",
+        f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+    )
+    wait_for_ssh(ssh_port, key, 900)
+    log(f"vm: SSH answers after {time.monotonic() - started:.0f} s (port {ssh_port})")
+    repo_url = f"http://{GUEST_HOST}:{repo_port}/influxdata"
+    instance = {
+        "instance": "virtual-pi",
+        "address": "127.0.0.1",
+        "port": ssh_port,
+        "user": "pi",
+        "identity_file": str(key),
+        "influxdb_apt_uri": repo_url,
+        "influxdb_apt_key_url": f"{repo_url}/key.asc",
+        "influxdb_apt_key_fingerprint": fingerprint,
+    }
+    (state / "instance.json").write_text(json.dumps(instance, indent=2) + "\n")
+    print(json.dumps(instance))
+    return 0
+
+
+def _kill(pidfile: Path, sig: int = signal.SIGTERM) -> None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, sig)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    pidfile.unlink(missing_ok=True)
+
+
+def down(state: Path) -> int:
+    _kill(state / "qemu.pid")
+    _kill(state / "apt-repo.pid")
+    (state / "disk.qcow2").unlink(missing_ok=True)
+    (state / "instance.json").unlink(missing_ok=True)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "image"])
+    parser.add_argument("state", type=Path, nargs="?", default=None)
+    args = parser.parse_args()
+    if args.command == "image":
+        build_image()
+        build_apt_repo()
+        return 0
+    if args.state is None:
+        parser.error("give the state directory")
+    return up(args.state) if args.command == "up" else down(args.state)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
