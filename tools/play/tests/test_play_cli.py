@@ -24,6 +24,13 @@ def run(*cmd: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False, env=environ)
 
 
+def site_play(*options: str) -> subprocess.CompletedProcess[str]:
+    """playbooks/site.yml against the example inventory (whose Pi does not exist)."""
+    return run(
+        str(PLAY_VENV / "ansible-playbook"), "-i", "inventories/example/hosts.yml", "playbooks/site.yml", *options
+    )
+
+
 def test_help_explains_the_first_run() -> None:
     result = run(str(ROOT / "play.sh"), "--help")
     assert result.returncode == 0
@@ -48,14 +55,7 @@ def test_example_inventory_puts_the_single_pi_in_every_group() -> None:
 
 @needs_play_venv
 def test_missing_vault_stops_the_play_with_the_keys_and_the_file_to_create() -> None:
-    result = run(
-        str(PLAY_VENV / "ansible-playbook"),
-        "-i",
-        "inventories/example/hosts.yml",
-        "playbooks/site.yml",
-        "--tags",
-        "always",
-    )
+    result = site_play("--tags", "always")
     assert result.returncode != 0
     out = result.stdout + result.stderr
     assert "Missing sunbox_mqtt_collector_password" in out
@@ -65,13 +65,7 @@ def test_missing_vault_stops_the_play_with_the_keys_and_the_file_to_create() -> 
 
 @needs_play_venv
 def test_site_playbook_syntax() -> None:
-    result = run(
-        str(PLAY_VENV / "ansible-playbook"),
-        "-i",
-        "inventories/example/hosts.yml",
-        "playbooks/site.yml",
-        "--syntax-check",
-    )
+    result = site_play("--syntax-check")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -91,16 +85,7 @@ def test_with_every_secret_given_the_check_passes(tmp_path: Path) -> None:
             )
         )
     )
-    result = run(
-        str(PLAY_VENV / "ansible-playbook"),
-        "-i",
-        "inventories/example/hosts.yml",
-        "playbooks/site.yml",
-        "--tags",
-        "always",
-        "-e",
-        f"@{secrets}",
-    )
+    result = site_play("--tags", "always", "-e", f"@{secrets}")
     # the check passes; the play then stops only because the example's Pi is not there
     check = result.stdout.split("TASK [Every secret comes from the vault]")[1].split("PLAY [")[0]
     assert "ok: [target]" in check, result.stdout
