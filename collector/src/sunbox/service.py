@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sunbox.aio import within
 from sunbox.ble.adapter import AdapterSupervisor, PowerCycle, bluez_power_cycle
@@ -16,9 +17,10 @@ from sunbox.ble.scanner import Scanner
 from sunbox.ble.victron_adverts import VictronAdvertSource
 from sunbox.config import Config
 from sunbox.drivers import DRIVERS
-from sunbox.model import Reading
+from sunbox.model import Health, Reading
 from sunbox.serial.vedirect_source import VeDirectSource
 from sunbox.sinks.csv_sink import CsvSink
+from sunbox.supervise import supervised
 from sunbox.venus.source import VenusSource
 
 LOG = logging.getLogger(__name__)
@@ -76,8 +78,33 @@ async def _pairing_agent(passkeys: dict[str, int]) -> list[Any]:
     return [_BusCloser(bus)]
 
 
+class _Source(Protocol):
+    """What the collector supervises: a device's task and its health."""
+
+    health: Health
+
+    async def run(self) -> None: ...
+
+    def publish_health(self) -> None: ...
+
+
+def _reporter(source: _Source) -> Callable[[str], None]:
+    """A crash of ``source``'s task is counted in its health and published at once."""
+
+    def report(message: str) -> None:
+        source.health.record_error(message)
+        source.publish_health()
+
+    return report
+
+
 class Collector:
-    """Owns the scanner and one :class:`DeviceLink` per configured device."""
+    """Owns the scanner and one :class:`DeviceLink` per configured device.
+
+    Every device's task runs under :func:`~sunbox.supervise.supervised`: a task that
+    crashes is counted in that device's health and started again, and the others keep
+    their links.
+    """
 
     def __init__(self, config: Config, backend: BleBackend, publish: Publish) -> None:
         self.config = config
@@ -127,13 +154,12 @@ class Collector:
             await self.scanner.start()
         try:
             async with asyncio.TaskGroup() as group:
-                for link in self.links:
-                    group.create_task(link.run(), name=f"link-{link.device.id}")
-                for source in self.serial_sources:
-                    group.create_task(source.run(), name=f"vedirect-{source.device.id}")
-                for gx in self.venus_sources:
-                    group.create_task(gx.run(), name=f"venus-{gx.config.id}")
-                group.create_task(self._health_loop(), name="health")
+                sources: list[tuple[str, _Source]] = [(f"link-{link.device.id}", link) for link in self.links]
+                sources += [(f"vedirect-{source.device.id}", source) for source in self.serial_sources]
+                sources += [(f"venus-{gx.config.id}", gx) for gx in self.venus_sources]
+                for name, source in sources:
+                    group.create_task(supervised(name, source.run, _reporter(source)), name=name)
+                group.create_task(supervised("health", self._health_loop, lambda _: None), name="health")
         finally:
             if uses_ble:
                 with contextlib.suppress(Exception):

@@ -9,6 +9,7 @@ matches the Flags AD type every connectable device sends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
 from sunbox.aio import within
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -50,13 +53,20 @@ class Scanner:
         self.seen: dict[str, Seen] = {}
         self._changed = asyncio.Event()
         self.adverts = 0
+        #: adverts a listener raised on (logged on the first and every 1000th)
+        self.listener_errors = 0
 
     def _on_advert(self, device: BLEDevice, advertisement: AdvertisementData) -> None:
         self.adverts += 1
         self.seen[device.address.upper()] = Seen(device, advertisement, time.monotonic())
         self._changed.set()
         for listener in self.listeners:
-            listener(device, advertisement)
+            try:
+                listener(device, advertisement)
+            except Exception:  # one listener's bug must not starve the others or the links
+                self.listener_errors += 1
+                if self.listener_errors == 1 or self.listener_errors % 1000 == 0:
+                    LOG.exception("an advert listener failed (%d times so far)", self.listener_errors)
 
     async def start(self) -> None:
         await self._scanner.start()
