@@ -3,7 +3,8 @@
 :func:`sunbox.supervise.supervised` on its own, then the collector with two simulated BLE
 devices (bumble, production bleak path) and a VE.Direct port (a pseudo-terminal replaying
 a real BMV capture) whose readings the publish path refuses twice: the port's task
-crashes, is counted and started again, and the BLE links never reconnect.
+crashes, is counted and started again, and the BLE links never reconnect. Last, a Venus OS
+source on the real Mosquitto crashes the same way and connects again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import time
 from pathlib import Path
 
+import pytest
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
@@ -22,7 +24,9 @@ from sunbox.model import Reading
 from sunbox.service import BleBackend, Collector
 from sunbox.sim.peripherals import SimWorld
 from sunbox.sim.vedirect_pty import VeDirectReplay
+from sunbox.sim.venus_gx import VenusStandIn
 from sunbox.supervise import supervised
+from sunbox_stack.servers import Mosquitto
 
 from .test_links import FAST_BLE, Recorder
 
@@ -203,3 +207,43 @@ async def test_a_failing_advert_listener_does_not_starve_the_others(world: SimWo
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert collector.scanner.listener_errors >= len(seen) >= 2
+
+
+@pytest.mark.stack
+async def test_a_crashed_venus_source_connects_again_and_asks_for_everything(mosquitto: Mosquitto) -> None:
+    gx = VenusStandIn("127.0.0.1", mosquitto.port, mosquitto.username, mosquitto.password, timeout_s=5.0)
+    gx.start()
+    rec = RefusingRecorder("gx-battery-512", refuse=1)
+    config = parse(
+        {
+            "mqtt": {"username": "u", "password": "p"},
+            "venus": [
+                {
+                    "id": "gx",
+                    "host": "127.0.0.1",
+                    "port": mosquitto.port,
+                    "username": mosquitto.username,
+                    "password": mosquitto.password,
+                    "keepalive_interval_s": 0.5,
+                    "publish_interval_s": 0.3,
+                }
+            ],
+        }
+    )
+    collector = Collector(config, BleBackend(), rec)
+    task = asyncio.create_task(collector.run())
+    try:
+        # the first battery reading crashes the source; paho is stopped, then started again
+        await rec.wait(lambda: len(rec.readings("gx-battery-512")) >= 2, timeout=30)
+        await rec.wait(lambda: len(rec.readings("gx-solarcharger-279")) >= 2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        gx.stop()
+    source = collector.venus_sources[0]
+    assert source.health.errors_total >= 1
+    assert str(source.health.last_error).startswith("crashed: RuntimeError")
+    # the new connection asked the GX for a full republish, as the first one did
+    assert gx.full_republishes == 2
+    assert rec.readings("gx-battery-512")[-1].values["soc"] == 87.5

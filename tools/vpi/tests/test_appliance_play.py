@@ -5,7 +5,7 @@ against it, runs it again and requires changed=0, then molecule's verify step ch
 result from inside the guest (molecule/virtual-pi/tests/test_appliance.py): services,
 readings from every simulated device in InfluxDB, the downsampling tasks, MQTT refusing
 anonymous clients, the kiosk units, and every service's memory after ten minutes.
-Needs Linux and root; about 25 minutes warm.
+Needs Linux and root; about 20 minutes warm, 24 cold (2 cores), ten of them the soak before the memory report.
 """
 
 from __future__ import annotations
