@@ -29,7 +29,8 @@ FAST_BLE = {
 }
 
 
-def make_config(**device_overrides: Any) -> Any:
+def make_config(sections: dict[str, Any] | None = None, **device_overrides: Any) -> Any:
+    """A JBD and a LiTime on the simulators; ``sections`` adds top-level configuration."""
     jbd = {
         "id": "battery",
         "driver": "jbd",
@@ -49,6 +50,7 @@ def make_config(**device_overrides: Any) -> Any:
             ],
             "health_interval_s": 1,
         }
+        | (sections or {})
     )
 
 
@@ -76,7 +78,7 @@ class Recorder:
 
 @contextlib.asynccontextmanager
 async def running(
-    world: SimWorld, config: Any, cycles: list[int] | None = None
+    world: SimWorld, config: Any, cycles: list[int] | None = None, recorder: Recorder | None = None
 ) -> AsyncIterator[tuple[Collector, Recorder]]:
     central = await world.central()
 
@@ -85,7 +87,7 @@ async def running(
             cycles.append(1)
         await central.power_cycle()
 
-    recorder = Recorder()
+    recorder = recorder or Recorder()
     collector = Collector(
         config, BleBackend(central.client_backend(), central.scanner_backend(), power_cycle), recorder
     )

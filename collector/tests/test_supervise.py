@@ -19,7 +19,6 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
 from sunbox.ble.adapter import Backoff
-from sunbox.config import parse
 from sunbox.model import Reading
 from sunbox.service import BleBackend, Collector
 from sunbox.sim.peripherals import SimWorld
@@ -28,7 +27,8 @@ from sunbox.sim.venus_gx import VenusStandIn
 from sunbox.supervise import supervised
 from sunbox_stack.servers import Mosquitto
 
-from .test_links import FAST_BLE, Recorder
+from .test_links import Recorder, make_config, running
+from .test_venus_e2e import gx_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -131,38 +131,15 @@ class RefusingRecorder(Recorder):
 async def test_a_crashing_serial_source_leaves_the_ble_links_alone(world: SimWorld) -> None:
     replay = VeDirectReplay((FIXTURES / "vedirect_bvm702.dump").read_bytes(), interval=0.02)
     replaying = asyncio.create_task(replay.run())
-    config = parse(
-        {
-            "mqtt": {"username": "u", "password": "p"},
-            "ble": FAST_BLE,
-            "devices": [
-                {
-                    "id": "battery",
-                    "driver": "jbd",
-                    "address": "A4:C1:37:00:00:01",
-                    "password": "123456",
-                    "poll_interval_s": 0.5,
-                },
-                {"id": "mppt", "driver": "litime", "address": "C8:47:80:00:00:02", "poll_interval_s": 0.5},
-            ],
-            "vedirect": [{"id": "shunt", "port": replay.path, "publish_interval_s": 0}],
-            "health_interval_s": 1,
-        }
-    )
-    central = await world.central()
-    rec = RefusingRecorder("shunt", refuse=2)
-    collector = Collector(config, BleBackend(central.client_backend(), central.scanner_backend()), rec)
-    task = asyncio.create_task(collector.run())
+    config = make_config({"vedirect": [{"id": "shunt", "port": replay.path, "publish_interval_s": 0}]})
     try:
-        await rec.wait(lambda: len(rec.readings("battery")) >= 2 and len(rec.readings("mppt")) >= 2)
-        # the shunt's task crashed twice (backoff 0.5-1 s, then 1-2 s) and reads again
-        await rec.wait(lambda: len(rec.readings("shunt")) >= 3, timeout=30)
-        polls = len(rec.readings("battery"))
-        await rec.wait(lambda: len(rec.readings("battery")) >= polls + 3)
+        async with running(world, config, recorder=RefusingRecorder("shunt", refuse=2)) as (collector, rec):
+            await rec.wait(lambda: len(rec.readings("battery")) >= 2 and len(rec.readings("mppt")) >= 2)
+            # the shunt's task crashed twice (backoff 0.5-1 s, then 1-2 s) and reads again
+            await rec.wait(lambda: len(rec.readings("shunt")) >= 3, timeout=30)
+            polls = len(rec.readings("battery"))
+            await rec.wait(lambda: len(rec.readings("battery")) >= polls + 3)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         replaying.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await replaying
@@ -176,16 +153,6 @@ async def test_a_crashing_serial_source_leaves_the_ble_links_alone(world: SimWor
 
 
 async def test_a_failing_advert_listener_does_not_starve_the_others(world: SimWorld) -> None:
-    config = parse(
-        {
-            "mqtt": {"username": "u", "password": "p"},
-            "ble": FAST_BLE,
-            "devices": [{"id": "mppt", "driver": "litime", "address": "C8:47:80:00:00:02", "poll_interval_s": 0.5}],
-        }
-    )
-    central = await world.central()
-    rec = Recorder()
-    collector = Collector(config, BleBackend(central.client_backend(), central.scanner_backend()), rec)
     seen: list[str] = []
 
     def broken(device: BLEDevice, advertisement: AdvertisementData) -> None:
@@ -194,18 +161,13 @@ async def test_a_failing_advert_listener_does_not_starve_the_others(world: SimWo
     def recording(device: BLEDevice, advertisement: AdvertisementData) -> None:
         seen.append(device.address)
 
-    collector.scanner.listeners[:0] = [broken]
-    collector.scanner.listeners.append(recording)
-    task = asyncio.create_task(collector.run())
-    try:
+    async with running(world, make_config()) as (collector, rec):
+        collector.scanner.listeners[:0] = [broken]
+        collector.scanner.listeners.append(recording)
         await rec.wait(lambda: len(rec.readings("mppt")) >= 2)
         async with asyncio.timeout(10):
             while len(seen) < 2:
                 await asyncio.sleep(0.05)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert collector.scanner.listener_errors >= len(seen) >= 2
 
 
@@ -214,22 +176,7 @@ async def test_a_crashed_venus_source_connects_again_and_asks_for_everything(mos
     gx = VenusStandIn("127.0.0.1", mosquitto.port, mosquitto.username, mosquitto.password, timeout_s=5.0)
     gx.start()
     rec = RefusingRecorder("gx-battery-512", refuse=1)
-    config = parse(
-        {
-            "mqtt": {"username": "u", "password": "p"},
-            "venus": [
-                {
-                    "id": "gx",
-                    "host": "127.0.0.1",
-                    "port": mosquitto.port,
-                    "username": mosquitto.username,
-                    "password": mosquitto.password,
-                    "keepalive_interval_s": 0.5,
-                    "publish_interval_s": 0.3,
-                }
-            ],
-        }
-    )
+    config = gx_config(mosquitto)
     collector = Collector(config, BleBackend(), rec)
     task = asyncio.create_task(collector.run())
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,11 +43,9 @@ def test_topic_mapping() -> None:
         venus.decode("N/abc/solarcharger/279/State", b'{"value": 3.5}')
 
 
-async def test_gx_readings_and_keepalive(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    gx = VenusStandIn("127.0.0.1", mosquitto.port, mosquitto.username, mosquitto.password, timeout_s=2.0)
-    gx.start()
-    readings: list[Reading] = []
-    config = parse(
+def gx_config(mosquitto: Mosquitto) -> Any:
+    """A collector reading one GX (the stand-in) on ``mosquitto``: keep-alive 0.5 s, publish 0.3 s."""
+    return parse(
         {
             "mqtt": {"username": "u", "password": "p"},
             "venus": [
@@ -62,6 +61,13 @@ async def test_gx_readings_and_keepalive(mosquitto: Mosquitto, tmp_path: Path) -
             ],
         }
     )
+
+
+async def test_gx_readings_and_keepalive(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    gx = VenusStandIn("127.0.0.1", mosquitto.port, mosquitto.username, mosquitto.password, timeout_s=2.0)
+    gx.start()
+    readings: list[Reading] = []
+    config = gx_config(mosquitto)
     collector = Collector(config, BleBackend(), readings.append)
     task = asyncio.create_task(collector.run())
     try:
