@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from pathlib import Path
 
 import pytest
 from bleak.backends.device import BLEDevice
@@ -22,15 +21,13 @@ from sunbox.ble.adapter import Backoff
 from sunbox.model import Reading
 from sunbox.service import BleBackend, Collector
 from sunbox.sim.peripherals import SimWorld
-from sunbox.sim.vedirect_pty import VeDirectReplay
 from sunbox.sim.venus_gx import VenusStandIn
 from sunbox.supervise import supervised
 from sunbox_stack.servers import Mosquitto
 
 from .test_links import Recorder, make_config, running
+from .test_vedirect_e2e import replaying
 from .test_venus_e2e import gx_config
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 async def test_a_crashing_task_is_started_again_and_its_sibling_keeps_running() -> None:
@@ -129,21 +126,14 @@ class RefusingRecorder(Recorder):
 
 
 async def test_a_crashing_serial_source_leaves_the_ble_links_alone(world: SimWorld) -> None:
-    replay = VeDirectReplay((FIXTURES / "vedirect_bvm702.dump").read_bytes(), interval=0.02)
-    replaying = asyncio.create_task(replay.run())
-    config = make_config({"vedirect": [{"id": "shunt", "port": replay.path, "publish_interval_s": 0}]})
-    try:
+    async with replaying("vedirect_bvm702.dump") as replay:
+        config = make_config({"vedirect": [{"id": "shunt", "port": replay.path, "publish_interval_s": 0}]})
         async with running(world, config, recorder=RefusingRecorder("shunt", refuse=2)) as (collector, rec):
             await rec.wait(lambda: len(rec.readings("battery")) >= 2 and len(rec.readings("mppt")) >= 2)
             # the shunt's task crashed twice (backoff 0.5-1 s, then 1-2 s) and reads again
             await rec.wait(lambda: len(rec.readings("shunt")) >= 3, timeout=30)
             polls = len(rec.readings("battery"))
             await rec.wait(lambda: len(rec.readings("battery")) >= polls + 3)
-    finally:
-        replaying.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await replaying
-        replay.close()
     shunt = collector.serial_sources[0]
     assert shunt.health.errors_total >= 2
     crashes = [h.values for h in rec.health("shunt") if str(h.values["last_error"]).startswith("crashed:")]
