@@ -18,6 +18,19 @@ from sunbox.protocols.framing import FrameAssembler
 from .base import AuthenticationError, Driver, PairingRequired
 
 
+def cell_statistics(cells: list[float | None]) -> dict[str, float | None]:
+    """``cell_voltage_min``, ``_max`` and ``_delta`` (V) over the cells present.
+
+    Absent slots (``None``, see :func:`sunbox.protocols.jbd.decode_cell_voltages`) do not
+    count; with no cell present all three are ``None``.
+    """
+    present = [v for v in cells if v is not None]
+    if not present:
+        return {"cell_voltage_min": None, "cell_voltage_max": None, "cell_voltage_delta": None}
+    low, high = min(present), max(present)
+    return {"cell_voltage_min": low, "cell_voltage_max": high, "cell_voltage_delta": round(high - low, 3)}
+
+
 class FfaaAssembler(FrameAssembler):
     """Frames ``FF AA cmd len data chk`` (length byte at offset 3) from notification chunks."""
 
@@ -91,8 +104,6 @@ class JbdDriver(Driver):
         if values["cell_count"] and len(cells) != values["cell_count"]:
             raise FrameError(f"0x04 has {len(cells)} cells, 0x03 says {values['cell_count']}")
         values["cell_voltages"] = cells
-        values["cell_voltage_min"] = min(cells)
-        values["cell_voltage_max"] = max(cells)
-        values["cell_voltage_delta"] = round(max(cells) - min(cells), 3)
+        values.update(cell_statistics(cells))
         values.update(self.static)
         return values

@@ -16,6 +16,12 @@ Sources (see ``docs/protocols.md`` section 1 of the shared research notes, and
 
 Units on the way out follow the Sunbox data model (``docs/data-model.md``): volts,
 amperes (+ = charging, the BMS's own sign), ampere-hours, degrees Celsius.
+
+Values that cannot be true are never published as values (``docs/data-model.md``,
+"Absent values"): a temperature outside :data:`TEMPERATURE_RANGE` (a raw 0, i.e.
+-273.1 degC, is an NTC that is not fitted or broken) and a cell voltage outside
+:data:`CELL_VOLTAGE_RANGE` (0 mV is an unused cell slot) decode to ``None`` in their
+list, so the list keeps one position per sensor or cell slot.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ WRITE = 0x5A
 REG_BASIC_INFO = 0x03
 REG_CELL_VOLTAGES = 0x04
 REG_MODEL = 0x05
+
+#: Plausible NTC temperatures, degC. LiFePO4 packs neither work nor survive outside it;
+#: a raw 0 (-273.1 degC) is an absent or broken NTC.
+TEMPERATURE_RANGE = (-60.0, 150.0)
+#: Plausible cell voltages, V (any lithium chemistry); 0 mV marks an unused cell slot.
+CELL_VOLTAGE_RANGE = (0.5, 5.0)
+#: Bit 7 of the byte after the NTC block: current and capacities count in 100 mA / 100 mAh.
+HIGH_CAPACITY_FLAG = 0x80
 
 #: Minimum length of a response frame: DD reg status len chk_hi chk_lo 77.
 MIN_FRAME = 7
@@ -127,7 +141,10 @@ def parse_frame(frame: bytes | bytearray) -> Response:
 
     Raises:
         TruncatedFrameError: shorter than 7 bytes or than its declared length.
-        FrameError: bad start/end byte or trailing bytes.
+        FrameError: bad start/end byte, or bytes after the declared end. A buffer
+            given here must hold exactly one frame, so a trailing byte is refused; on a
+            BLE link :class:`FrameAssembler` cuts each frame at its declared length and
+            counts any byte after it in ``skipped_bytes`` instead.
         ChecksumError: checksum mismatch.
         DeviceErrorReply: status byte is not 0x00 (0x80 = error, FurTrader).
     """
@@ -169,6 +186,13 @@ def _production_date(raw: int) -> str | None:
         return None
 
 
+def _temperature(raw: int) -> float | None:
+    """0.1 K -> degC, or None when outside :data:`TEMPERATURE_RANGE` (absent NTC)."""
+    celsius = round((raw - 2731) / 10, 1)
+    low, high = TEMPERATURE_RANGE
+    return celsius if low <= celsius <= high else None
+
+
 def decode_basic_info(data: bytes) -> dict[str, Any]:
     """Decode the data bytes of register 0x03 into data-model battery fields.
 
@@ -176,9 +200,22 @@ def decode_basic_info(data: bytes) -> dict[str, Any]:
     + = charging), ``soc`` (%), ``capacity_remaining`` and ``capacity_nominal`` (Ah),
     ``cycles``, ``balance_bits`` (bit 0 = cell 1, cells 17-32 in the high word as in
     FurTrader's map), ``protection_bits``, ``charge_fet_on``, ``discharge_fet_on``,
-    ``cell_count``, ``temperatures`` (list, degC), ``production_date`` (ISO date or None),
-    ``software_version`` (e.g. "8.0"), and, when the V11 extension is present,
-    ``humidity`` (%), ``alarm_bits`` and ``balance_current`` (A).
+    ``cell_count``, ``temperatures`` (list, degC, one item per NTC, ``None`` for an
+    absent NTC), ``production_date`` (ISO date or None), ``software_version`` (e.g.
+    "8.0"), and, when the 9-byte V11 extension is present, ``humidity`` (%, ``None`` if
+    not a percentage), ``alarm_bits`` and ``balance_current`` (A).
+
+    The byte after the NTC block (``data[23 + 2n]``) is read two ways by the sources:
+    FurTrader's V11 map and aiobmsble ``docs/jbd_bms.md`` (Chins) call it humidity (%),
+    seen as 0 on every captured frame; the peer decoder compared in Sunbox issue 17
+    reads its bit 7 as a unit flag for packs above the 655.35 Ah that a u16 of 10 mAh can
+    hold (smagicld/xiaoxiangBMS issues #74 and #221: older firmware and the app stop at
+    655.35 Ah). A humidity never has bit 7 set (it would be >= 128 %), so the two
+    readings do not collide: with bit 7 set, current and both capacities count in
+    100 mA / 100 mAh (ten times the base unit, the only reading under which the flag
+    lets a pack exceed 655.35 Ah; the factor is an inference, no frame of such a pack is
+    public) and no humidity is published; with it clear, the base units of 10 mA /
+    10 mAh hold.
 
     Raises:
         TruncatedFrameError: fewer bytes than the fixed part plus the declared NTCs.
@@ -189,15 +226,18 @@ def decode_basic_info(data: bytes) -> dict[str, Any]:
     end = 23 + 2 * ntc
     if len(data) < end:
         raise TruncatedFrameError(f"JBD 0x03 data declares {ntc} NTCs but has {len(data)} bytes")
+    ext = data[end:]
+    high_capacity = bool(ext) and bool(ext[0] & HIGH_CAPACITY_FLAG)
+    scale = 10 if high_capacity else 1  # in units of 10 mA / 10 mAh
     voltage = _u16(data, 0) / 100
-    current = _s16(data, 2) / 100
+    current = _s16(data, 2) * scale / 100
     version = data[18]
     values: dict[str, Any] = {
         "voltage": voltage,
         "current": current,
         "power": round(voltage * current, 2),
-        "capacity_remaining": _u16(data, 4) / 100,
-        "capacity_nominal": _u16(data, 6) / 100,
+        "capacity_remaining": _u16(data, 4) * scale / 100,
+        "capacity_nominal": _u16(data, 6) * scale / 100,
         "cycles": _u16(data, 8),
         "production_date": _production_date(_u16(data, 10)),
         "balance_bits": _u16(data, 12) | (_u16(data, 14) << 16),
@@ -207,25 +247,29 @@ def decode_basic_info(data: bytes) -> dict[str, Any]:
         "charge_fet_on": bool(data[20] & 0x01),
         "discharge_fet_on": bool(data[20] & 0x02),
         "cell_count": data[21],
-        "temperatures": [round((_u16(data, 23 + 2 * i) - 2731) / 10, 1) for i in range(ntc)],
+        "temperatures": [_temperature(_u16(data, 23 + 2 * i)) for i in range(ntc)],
     }
-    ext = data[end:]
     if len(ext) >= 9:  # FurTrader "V11": humidity u8, alarm u16, full u16, remain u16, bal-I u16
-        values["humidity"] = float(ext[0])
+        values["humidity"] = None if high_capacity or ext[0] > 100 else float(ext[0])
         values["alarm_bits"] = _u16(ext, 1)
         values["balance_current"] = _u16(ext, 7) / 100
     return values
 
 
-def decode_cell_voltages(data: bytes) -> list[float]:
-    """Decode register 0x04 data: big-endian u16 millivolts per cell -> volts.
+def decode_cell_voltages(data: bytes) -> list[float | None]:
+    """Decode register 0x04 data: big-endian u16 millivolts per cell slot -> volts.
+
+    One item per slot, cell 1 first; a slot outside :data:`CELL_VOLTAGE_RANGE` (0 mV is
+    an unused slot) is ``None``.
 
     Raises:
         FrameError: odd number of bytes or no cells.
     """
     if len(data) == 0 or len(data) % 2:
         raise FrameError(f"JBD 0x04 data must be a non-empty even length, got {len(data)}")
-    return [_u16(data, i) / 1000 for i in range(0, len(data), 2)]
+    low, high = CELL_VOLTAGE_RANGE
+    volts = (_u16(data, i) / 1000 for i in range(0, len(data), 2))
+    return [v if low <= v <= high else None for v in volts]
 
 
 def decode_model(data: bytes) -> str:

@@ -174,7 +174,8 @@ class JbdSimulator(SimPeripheral):
         self.authenticated: set[int] = set()
         self._random_byte: dict[int, int] = {}
         self._basic = jbd.parse_frame(JBD_BASIC_CAPTURE).data
-        self._cells = [v * 1000 for v in jbd.decode_cell_voltages(jbd.parse_frame(JBD_CELLS_CAPTURE).data)]
+        cells_data = jbd.parse_frame(JBD_CELLS_CAPTURE).data
+        self._cells = [int.from_bytes(cells_data[i : i + 2], "big") for i in range(0, len(cells_data), 2)]
         self._model = jbd.parse_frame(JBD_MODEL_CAPTURE).data
         self.requests = 0
         notify = Characteristic(
