@@ -14,7 +14,7 @@ import pytest
 from sunbox.config import parse
 from sunbox.model import Reading
 from sunbox.service import Collector
-from sunbox.sim.peripherals import SimWorld, SmartSolarSimulator
+from sunbox.sim.peripherals import PhoenixSimulator, SimWorld, SmartSolarSimulator
 from sunbox_stack.servers import Mosquitto
 
 from .test_mqtt_e2e import Subscriber, collector_running, mqtt_settings, sim_backend, wait_until
@@ -75,6 +75,41 @@ async def test_smartsolar_readings_reach_a_subscriber(mosquitto: Mosquitto, tmp_
     assert state["charge_state"] == "bulk" and state["error_code"] == 0
     assert state["controller_temperature"] == 23.15
     assert state["battery_temperature"] is None and state["uptime"] is None  # the device does not know them
+
+
+@pytest.mark.stack
+async def test_phoenix_inverter_publishes_ac_quantities(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A Phoenix on the same GATT protocol, configured as ``driver: phoenix``."""
+    world = SimWorld()
+    address = "F9:3E:4C:00:00:0A"
+    sim = PhoenixSimulator(world.link, address)
+    world.add(sim)
+    await world.start()
+    config = parse(
+        {
+            "mqtt": mqtt_settings(mosquitto),
+            "queue": {"path": str(tmp_path / "queue.sqlite3")},
+            "ble": {"operation_timeout_s": 2.0, "backoff_initial_s": 0.05, "backoff_max_s": 0.5},
+            "devices": [
+                {"id": "inverter", "driver": "phoenix", "address": address, "poll_interval_s": 0.5, "passkey": PASSKEY}
+            ],
+            "health_interval_s": 1,
+        }
+    )
+    subscriber = Subscriber(mosquitto)
+    try:
+        async with collector_running(config, [], await sim_backend(world, config)):
+            await wait_until(lambda: len(subscriber.states("inverter")) >= 2)
+    finally:
+        subscriber.close()
+    state = subscriber.states("inverter")[-1]
+    assert state["kind"] == "inverter"
+    assert state["ac_out_voltage"] == 230.04 and state["ac_out_current"] == 1.2
+    assert state["ac_out_power"] == 251 and state["ac_out_apparent_power"] == 276
+    assert state["ac_out_frequency"] == 50.0 and state["battery_voltage"] == 13.33
+    assert state["device_state"] == "inverting" and state["device_mode"] == 2
+    assert state["warning_bits"] == 0 and state["alarm_bits"] == 0 and state["uptime"] == 86_400
+    assert "pv_voltage" not in state  # an inverter is not asked for solar registers
 
 
 async def test_wrong_passkey_is_refused(tmp_path: Path) -> None:

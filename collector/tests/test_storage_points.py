@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sunbox.config import ConfigError
 from sunbox.protocols import jbd, litime
+from sunbox.protocols.vreg_registers import FAMILIES, FAMILY_KINDS, REGISTERS
 from sunbox.storage import layout
 from sunbox.storage.points import PayloadError, parse_message
 
@@ -215,13 +216,15 @@ def _every_decoder_output(vectors: dict[str, Any]) -> list[tuple[str, dict[str, 
             out.append(
                 victron_advert.decode(bytes.fromhex(vector["mfr_data_after_company_id"]), bytes.fromhex(vector["key"]))
             )
-    gatt: dict[str, Any] = {}
-    for register, (name, length, _na, _convert) in vreg.VREGS.items():
-        message = vreg.parse_message(vreg.encode_value(register, bytes(length or 2)))
-        named = vreg.value_of(message)
-        assert named is not None
-        gatt[name] = named[1]
-    out.append(("charger", gatt))
+    for family, names in FAMILIES.items():
+        gatt: dict[str, Any] = {}
+        for register in names:
+            length = REGISTERS[register].lengths[0]
+            message = vreg.parse_message(vreg.encode_value(register, bytes(length)))
+            named = vreg.value_of(message, names)
+            assert named is not None
+            gatt[named[0]] = named[1]
+        out.append((FAMILY_KINDS[family], gatt))
     for service, table in venus.PATHS.items():
         values = {}
         for path, (name, _convert) in table.items():

@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also simulate a newer-firmware JBD at this address that needs BLE passkey 123456 (no password)",
     )
     sim.add_argument("--smartsolar-address", default=None, help="also simulate a SmartSolar (GATT, passkey 147258)")
+    sim.add_argument("--phoenix-address", default=None, help="also simulate a Phoenix inverter (GATT, passkey 147258)")
     sim.add_argument(
         "--victron-advert-address",
         default=None,
@@ -103,6 +104,7 @@ async def _sim(args: argparse.Namespace) -> int:
     from sunbox.sim.peripherals import (
         JbdSimulator,
         LiTimeSimulator,
+        PhoenixSimulator,
         SimWorld,
         SmartSolarSimulator,
         VictronAdvertiser,
@@ -120,6 +122,8 @@ async def _sim(args: argparse.Namespace) -> int:
         world.add(JbdSimulator(world.link, args.jbd_paired_address, "DWCK00309J-PAIR", None, 123456, seed=9))
     if args.smartsolar_address:
         world.add(SmartSolarSimulator(world.link, args.smartsolar_address))
+    if args.phoenix_address:
+        world.add(PhoenixSimulator(world.link, args.phoenix_address))
     if args.victron_advert_address:
         world.add(
             VictronAdvertiser(

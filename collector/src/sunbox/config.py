@@ -116,11 +116,15 @@ class BleConfig(Strict):
     device_wait_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+#: Drivers on the VictronConnect GATT protocol: passkey pairing, default 000000.
+VICTRON_GATT_DRIVERS = frozenset({"smartsolar", "phoenix"})
+
+
 class DeviceConfig(Strict):
     """One monitored device."""
 
     id: DeviceId
-    driver: Literal["jbd", "litime", "smartsolar"]
+    driver: Literal["jbd", "litime", "smartsolar", "phoenix"]
     address: MacAddress
     name: str | None = None
     poll_interval_s: Annotated[float, Field(ge=0.5, le=3600)] = 5.0
@@ -128,7 +132,8 @@ class DeviceConfig(Strict):
     max_poll_errors: Annotated[int, Field(ge=1)] = 3
     #: JBD FF AA handshake user password (6 characters); None = no handshake
     password: str | None = None
-    #: BLE passkey for devices that need pairing (newer JBD firmware; SmartSolar, default 000000)
+    #: BLE passkey for devices that need pairing (newer JBD firmware; SmartSolar and
+    #: Phoenix, default 000000)
     passkey: Annotated[int, Field(ge=0, le=999999)] | None = None
     #: LiTime: allow switching the load output (register 0x0120)
     control: bool = False
@@ -143,7 +148,7 @@ class DeviceConfig(Strict):
     @property
     def pairing_passkey(self) -> int | None:
         """The passkey to pair with: the configured one; 000000 for a SmartSolar without one."""
-        if self.passkey is None and self.driver == "smartsolar":
+        if self.passkey is None and self.driver in VICTRON_GATT_DRIVERS:
             return 0
         return self.passkey
 
@@ -152,7 +157,7 @@ class DeviceConfig(Strict):
         if self.driver != "jbd" and self.password is not None:
             raise ValueError("password applies to the jbd driver only")
         if self.driver == "litime" and self.passkey is not None:
-            raise ValueError("passkey applies to the jbd and smartsolar drivers only")
+            raise ValueError("passkey applies to the jbd, smartsolar and phoenix drivers only")
         if self.driver != "litime" and self.control:
             raise ValueError("control applies to the litime driver only")
         return self

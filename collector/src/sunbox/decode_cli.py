@@ -72,13 +72,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
         elif protocol == "litime":
             out = litime.decode(data)
         elif protocol == "vreg":
-            message = vreg.parse_message(data)
-            named = vreg.value_of(message)
-            out = {"type": f"0x{message.kind:02x}", "interface": message.interface, "vreg": message.vreg}
-            out["vreg"] = None if message.vreg is None else f"0x{message.vreg:04X}"
-            out["raw"] = message.value.hex() if isinstance(message.value, bytes) else message.value
-            if named is not None:
-                out[named[0]] = named[1]
+            out = vreg.describe(vreg.parse_message(data))
+            if "name" in out:
+                out[out["name"]] = out["value"]
         else:
             if not args.key:
                 return _fail(protocol, "--key is required")

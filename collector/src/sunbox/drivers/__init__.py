@@ -5,12 +5,13 @@ from __future__ import annotations
 from .base import Driver
 from .jbd import JbdDriver
 from .litime import LiTimeDriver
-from .smartsolar import SmartSolarDriver
+from .smartsolar import PhoenixDriver, SmartSolarDriver
 
 DRIVERS: dict[str, type[Driver]] = {
     JbdDriver.name: JbdDriver,
     LiTimeDriver.name: LiTimeDriver,
     SmartSolarDriver.name: SmartSolarDriver,
+    PhoenixDriver.name: PhoenixDriver,
 }
 
 
@@ -18,13 +19,15 @@ def driver_for_advert(name: str | None, service_uuids: list[str]) -> str | None:
     """Name of the driver that would handle a device with this advert, or None.
 
     The advertised service UUID decides first (JBD FF00 vs. Vatrer's Nordic UART
-    packs, see the protocol notes), then the name prefix.
+    packs, see the protocol notes), then the name prefix; where several drivers share
+    a service (VictronConnect: SmartSolar, Phoenix), the name prefix picks among them.
     """
     uuids = {u.lower() for u in service_uuids}
-    for driver in DRIVERS.values():
-        if driver.service_uuid in uuids:
+    by_uuid = [d for d in DRIVERS.values() if d.service_uuid in uuids]
+    by_name = [d for d in DRIVERS.values() if name and name.startswith(d.name_prefixes)]
+    for driver in by_uuid:  # one service shared by several families: the name decides
+        if driver in by_name:
             return driver.name
-    for driver in DRIVERS.values():
-        if name and name.startswith(driver.name_prefixes):
-            return driver.name
-    return None
+    if by_uuid:
+        return by_uuid[0].name
+    return by_name[0].name if by_name else None

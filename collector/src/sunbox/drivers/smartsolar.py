@@ -1,4 +1,4 @@
-"""Victron SmartSolar (and other Smart products) over the VictronConnect GATT protocol.
+"""Victron SmartSolar, Phoenix and other Smart products over the VictronConnect GATT protocol.
 
 Service 306b0001-b081-4037-83dc-e59fcc3cdfd0. Commands are written to 306b0003.
 Answers and the stream arrive on 306b0003 and 306b0004 and share one reassembly
@@ -8,23 +8,27 @@ pairing first (default 000000; ``passkey`` in the config).
 Per connection: pair, then the init sequence from a VictronConnect trace, which
 enables the values. Source: ``tRackIT-Systems/pysmartsolar`` ``smartsolar/__init__.py``,
 ``docs/protocols.md`` section 4.1. Per poll: a keep-alive (SET of VREG 0x0093, so the
-device does not drop the link), then a GET of every VREG in
-:data:`sunbox.protocols.vreg.VREGS`. The answers are collected until each VREG has
-answered or said it does not know it. This is unofficial, reverse-engineered protocol.
+device does not drop the link), then a GET of every VREG of the driver's family in
+:data:`sunbox.protocols.vreg_registers.FAMILIES` (a SmartSolar reads the solar-charger
+registers, a Phoenix inverter the AC-output ones). The answers are collected until each
+VREG has answered or said it does not know it. This is unofficial, reverse-engineered
+protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 from bleak import BleakClient
 
 from sunbox.aio import within
 from sunbox.ble.gatt import GattLink, LinkTimeout
+from sunbox.model import Kind
 from sunbox.protocols import vreg
 from sunbox.protocols.errors import FrameError
 from sunbox.protocols.vedirect import DEVICE_STATES
+from sunbox.protocols.vreg_registers import FAMILIES
 
 from .base import AuthenticationError, Driver
 
@@ -54,8 +58,12 @@ class VregLink(GattLink):
 
 
 class SmartSolarDriver(Driver):
+    """A SmartSolar / BlueSolar MPPT (``charger`` readings)."""
+
     name = "smartsolar"
-    kind = "charger"
+    kind: ClassVar[Kind] = "charger"
+    #: key of :data:`~sunbox.protocols.vreg_registers.FAMILIES`: which VREGs, which names
+    family = "solar_charger"
     service_uuid = vreg.SERVICE
     write_uuid = vreg.COMMANDS
     notify_uuid = vreg.COMMANDS
@@ -93,7 +101,8 @@ class SmartSolarDriver(Driver):
         while not link.messages.empty():
             link.messages.get_nowait()
         await link.write_to(vreg.COMMANDS, vreg.keep_alive(self._keepalive_ms()))
-        wanted = set(vreg.VREGS)
+        names = FAMILIES[self.family]
+        wanted = set(names)
         for register in sorted(wanted):
             await link.write_to(vreg.COMMANDS, vreg.encode_get(register))
         values: dict[str, Any] = {}
@@ -113,17 +122,31 @@ class SmartSolarDriver(Driver):
                 continue
             if message.kind == vreg.STATUS:
                 wanted.discard(message.vreg)
-                values.setdefault(vreg.VREGS[message.vreg][0], None)
+                values.setdefault(names[message.vreg], None)
                 continue
-            named = vreg.value_of(message)  # raises FrameError on a malformed value
+            named = vreg.value_of(message, names)  # raises FrameError on a malformed value
             if named is not None:
                 wanted.discard(message.vreg)
                 values[named[0]] = named[1]
         for register in wanted:
-            values.setdefault(vreg.VREGS[register][0], None)
-        code = values.get("charge_state_code")
-        if code is not None:
-            values["charge_state"] = DEVICE_STATES.get(code, f"unknown_{code}")
+            values.setdefault(names[register], None)
         if not any(v is not None for v in values.values()):
             raise FrameError("the device answered no VREG")
+        for code_name, text_name in (("charge_state_code", "charge_state"), ("device_state_code", "device_state")):
+            code = values.get(code_name)
+            if code is not None:
+                values[text_name] = DEVICE_STATES.get(code, f"unknown_{code}")
         return values
+
+
+class PhoenixDriver(SmartSolarDriver):
+    """A Phoenix inverter (``inverter`` readings: AC output, device state and mode).
+
+    Same VictronConnect GATT protocol and pairing as the SmartSolar (Olen/VictronConnect
+    ``phoenix.py`` reads a Phoenix over the same service and init sequence).
+    """
+
+    name = "phoenix"
+    kind: ClassVar[Kind] = "inverter"
+    family = "inverter"
+    name_prefixes = ("Phoenix",)

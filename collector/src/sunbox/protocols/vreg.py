@@ -4,7 +4,8 @@ Pure code, no I/O. Reverse-engineered, unofficial protocol; facts and sources in
 ``docs/protocols.md`` section 4.1: timokovanen in Olen/VictronConnect issue #2,
 ``tRackIT-Systems/pysmartsolar`` ``smartsolar/__init__.py``, ``vvvrrooomm/victron``
 ``victron_gatt.py``; VREG numbers, types and scales from Victron's own
-``victronenergy/gui-v2`` ``velib/inc/velib/ve_regs.h``.
+``victronenergy/gui-v2`` ``velib/inc/velib/ve_regs.h``, kept in
+:mod:`sunbox.protocols.vreg_registers`.
 
 Messages (service 306b0001-b081-4037-83dc-e59fcc3cdfd0; written to 306b0003, answered
 and streamed on 306b0003 and 306b0004, split across notifications at any byte):
@@ -21,13 +22,13 @@ The CBOR items are decoded with the ``cbor2`` library.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 
 from .errors import FrameError
+from .vreg_registers import REGISTERS, decode_unknown
 
 SERVICE = "306b0001-b081-4037-83dc-e59fcc3cdfd0"
 CONTROL = "306b0002-b081-4037-83dc-e59fcc3cdfd0"
@@ -154,51 +155,54 @@ def parse_message(data: bytes) -> Message:
     return message
 
 
-def _unsigned(scale: float) -> Callable[[bytes], float]:
-    return lambda raw: round(int.from_bytes(raw, "little") * scale, 6)
-
-
-def _signed(scale: float) -> Callable[[bytes], float]:
-    return lambda raw: round(int.from_bytes(raw, "little", signed=True) * scale, 6)
-
-
-def _kelvin(raw: bytes) -> float:
-    return round(int.from_bytes(raw, "little") * 0.01 - 273.15, 2)
-
-
-#: VREG -> (data-model name, byte length or None for any, NA value, converter);
-#: types and scales from ve_regs.h
-VREGS: dict[int, tuple[str, int | None, int | None, Callable[[bytes], Any]]] = {
-    0xED8D: ("battery_voltage", 2, 0x7FFF, _signed(0.01)),
-    0xED8F: ("battery_current", 2, 0x7FFF, _signed(0.1)),
-    0xED8E: ("charge_power", 2, 0x7FFF, _signed(1.0)),
-    0xEDBB: ("pv_voltage", 2, 0xFFFF, _unsigned(0.01)),
-    0xEDBC: ("pv_power", 4, 0xFFFFFFFF, _unsigned(0.01)),
-    0xEDBD: ("pv_current", 2, 0xFFFF, _unsigned(0.1)),
-    0xEDAD: ("load_current", 2, 0xFFFF, _unsigned(0.1)),
-    0xEDD3: ("yield_today", 2, 0xFFFF, _unsigned(10.0)),  # 0.01 kWh -> Wh
-    0xEDDA: ("error_code", 1, None, lambda raw: raw[0]),
-    0xEDDB: ("controller_temperature", 2, 0x7FFF, _signed(0.01)),
-    0xEDEC: ("battery_temperature", 2, 0xFFFF, _kelvin),
-    0x0201: ("charge_state_code", 1, 0xFF, lambda raw: raw[0]),
-    0x0120: ("uptime", 4, None, _unsigned(1.0)),
-}
-
-
-def value_of(message: Message) -> tuple[str, Any] | None:
+def value_of(message: Message, names: dict[int, str] | None = None) -> tuple[str, Any] | None:
     """``(data-model name, value)`` of a VALUE message for a known VREG, else None.
 
-    A "not available" raw value gives None as the value.
+    ``names`` maps VREGs to the data-model names of one device family
+    (:data:`sunbox.protocols.vreg_registers.FAMILIES`); without it every known register
+    (:data:`~sunbox.protocols.vreg_registers.REGISTERS`) gives its default name. A "not
+    available" raw value gives None as the value.
 
     Raises:
         FrameError: a known VREG with a value of the wrong type or length.
     """
-    if message.kind != VALUE or message.vreg is None or message.vreg not in VREGS:
+    if message.kind != VALUE or message.vreg is None:
         return None
-    name, length, not_available, convert = VREGS[message.vreg]
+    register = REGISTERS.get(message.vreg)
+    if register is None or (names is not None and message.vreg not in names):
+        return None
     raw = message.value
-    if not isinstance(raw, bytes) or (length is not None and len(raw) != length):
-        raise FrameError(f"VREG 0x{message.vreg:04X}: expected {length} bytes, got {raw!r}")
-    if not_available is not None and int.from_bytes(raw, "little") == not_available:
-        return name, None
-    return name, convert(raw)
+    if not isinstance(raw, bytes):
+        raise FrameError(f"VREG 0x{message.vreg:04X}: expected a byte string, got {raw!r}")
+    name = register.name if names is None else names[message.vreg]
+    return name, register.decode(raw)
+
+
+def describe(message: Message) -> dict[str, Any]:
+    """A JSON-ready description of any message (what ``sunbox decode vreg`` prints).
+
+    Always: ``type``, ``interface``, ``vreg`` (``"0xEDBB"``) and ``raw`` (hex of a byte
+    string value, else the CBOR value itself). For a VALUE of a known register also
+    ``register`` (the ``ve_regs.h`` name), ``name`` (data-model name), ``value`` and
+    ``unit``; for a VALUE of an unknown register, ``value`` is the bytes as an unsigned
+    little-endian integer (:func:`~sunbox.protocols.vreg_registers.decode_unknown`).
+
+    Raises:
+        FrameError: a known VREG with a value of the wrong type or length.
+    """
+    out: dict[str, Any] = {
+        "type": f"0x{message.kind:02x}",
+        "interface": message.interface,
+        "vreg": None if message.vreg is None else f"0x{message.vreg:04X}",
+        "raw": message.value.hex() if isinstance(message.value, bytes) else message.value,
+    }
+    if message.kind != VALUE or message.vreg is None or not isinstance(message.value, bytes):
+        return out
+    register = REGISTERS.get(message.vreg)
+    if register is None:
+        out["value"] = decode_unknown(message.value)
+        return out
+    out.update(register=register.label, name=register.name, value=register.decode(message.value))
+    if register.unit:
+        out["unit"] = register.unit
+    return out

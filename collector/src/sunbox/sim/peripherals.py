@@ -475,19 +475,7 @@ class SmartSolarSimulator(SimPeripheral):
         self.gets = 0
         self.ignored_unpaired = 0
         self._deadline: dict[int, float] = {}
-        self.values: dict[int, bytes] = {
-            0xED8D: (1345).to_bytes(2, "little", signed=True),  # battery 13.45 V
-            0xED8F: (52).to_bytes(2, "little", signed=True),  # 5.2 A
-            0xED8E: (70).to_bytes(2, "little", signed=True),  # 70 W
-            0xEDBB: bytes.fromhex("630e"),  # PV 36.83 V (birdie1/victron issue 16)
-            0xEDBC: (7150).to_bytes(4, "little"),  # PV 71.50 W
-            0xEDBD: (19).to_bytes(2, "little"),  # PV 1.9 A
-            0xEDAD: (3).to_bytes(2, "little"),  # load 0.3 A
-            0xEDD3: (42).to_bytes(2, "little"),  # yield today 0.42 kWh
-            0xEDDA: b"\x00",
-            0xEDDB: (2315).to_bytes(2, "little", signed=True),  # 23.15 degC
-            0x0201: b"\x03",  # bulk
-        }
+        self.values: dict[int, bytes] = self.initial_values()
         self.control_char = Characteristic(
             vreg.CONTROL,
             Characteristic.Properties.WRITE | Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
@@ -508,6 +496,22 @@ class SmartSolarSimulator(SimPeripheral):
         self.device.pairing_config_factory = lambda _c: PairingConfig(
             sc=True, mitm=True, bonding=True, delegate=delegate
         )
+
+    def initial_values(self) -> dict[int, bytes]:
+        """The VREG values this device answers with (little-endian, as carried)."""
+        return {
+            0xED8D: (1345).to_bytes(2, "little", signed=True),  # battery 13.45 V
+            0xED8F: (52).to_bytes(2, "little", signed=True),  # 5.2 A
+            0xED8E: (70).to_bytes(2, "little", signed=True),  # 70 W
+            0xEDBB: bytes.fromhex("630e"),  # PV 36.83 V (birdie1/victron issue 16)
+            0xEDBC: (7150).to_bytes(4, "little"),  # PV 71.50 W
+            0xEDBD: (19).to_bytes(2, "little"),  # PV 1.9 A
+            0xEDAD: (3).to_bytes(2, "little"),  # load 0.3 A
+            0xEDD3: (42).to_bytes(2, "little"),  # yield today 0.42 kWh
+            0xEDDA: b"\x00",
+            0xEDDB: (2315).to_bytes(2, "little", signed=True),  # 23.15 degC
+            0x0201: b"\x03",  # bulk
+        }
 
     def _on_connection(self, connection: Connection) -> None:
         super()._on_connection(connection)
@@ -561,3 +565,33 @@ class SmartSolarSimulator(SimPeripheral):
                         reply += bytes([vreg.STATUS, message.interface]) + vreg.cbor2.dumps(register) + b"\x01"
         if reply:
             await self._notify_split(connection, reply)
+
+
+class PhoenixSimulator(SmartSolarSimulator):
+    """A Phoenix inverter on the same VictronConnect GATT protocol as the SmartSolar.
+
+    Battery and AC-output voltage are the raw bytes of a real Phoenix's notifications
+    (Olen/VictronConnect ``phoenix.py``: ``08 03 19 ed 8d 42 35 05`` and
+    ``08 03 19 22 00 42 dc 59``); the rest are plausible values for a 12 V 375 VA unit.
+    """
+
+    def __init__(self, link: SimLink, address: str = "F9:3E:4C:00:00:0A", name: str = "Phoenix Inverter SIM") -> None:
+        super().__init__(link, address, name)
+
+    def initial_values(self) -> dict[int, bytes]:
+        return {
+            0xED8D: bytes.fromhex("3505"),  # battery 13.33 V (capture)
+            0x2200: bytes.fromhex("dc59"),  # AC out 230.04 V (capture)
+            0x2201: (12).to_bytes(2, "little", signed=True),  # 1.2 A
+            0x2204: (251).to_bytes(4, "little", signed=True),  # 251 W
+            0x2205: (276).to_bytes(4, "little", signed=True),  # 276 VA
+            0x2208: (5000).to_bytes(2, "little"),  # 50.00 Hz
+            0x2202: bytes((230,)),  # nominal 230 V
+            0x2203: (300).to_bytes(2, "little", signed=True),  # rated 300 W
+            0x0200: b"\x02",  # mode: on
+            0x0201: b"\x09",  # state: inverting
+            0x031C: bytes(2),
+            0x031E: bytes(2),
+            0x0207: bytes(4),
+            0x0120: (86_400).to_bytes(4, "little"),  # up one day
+        }
