@@ -8,7 +8,7 @@ usage() {
   cat <<'HELP'
 Usage:
   ./play.sh -i inventories/<site>/hosts.yml [ansible-playbook options]
-  ./play.sh virtual-pi [molecule command]      (default: test)
+  ./play.sh virtual-pi [--soak S] [molecule command]   (default: test; soak 120 s)
   ./play.sh lint
 
 The first run on a PC (needs only Python 3 with venv, and ssh):
@@ -30,7 +30,9 @@ Options are passed to ansible-playbook, e.g. --check --diff, --tags collector,
 under qemu with simulated devices on the guest's real BlueZ, the whole play against it,
 a second run that must change nothing, and the checks. Needs Linux and root (debootstrap,
 qemu); the image is cached in ~/.cache/sunbox/vpi. Other molecule commands work too:
-./play.sh virtual-pi converge | verify | login | destroy.
+./play.sh virtual-pi converge | verify | login | destroy. --soak S sets how long the
+services run before the restart check and the memory report (default 120 s; the memory
+benchmark uses --soak 600).
 
 ./play.sh lint runs ansible-lint (production profile) over the roles and playbooks.
 HELP
@@ -71,6 +73,13 @@ case "${1:-}" in
     ;;
   virtual-pi)
     shift
+    if [ "${1:-}" = --soak ]; then
+      # the memory benchmark: services run this many seconds before the restart check
+      # and the RSS report (the test command's default is 120, docs/virtual-pi.md)
+      [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "play.sh: --soak takes a number of seconds" >&2; exit 2; }
+      export SUNBOX_VPI_SOAK_S=$2
+      shift 2
+    fi
     ensure_venv virtual-pi
     cd "$root"
     if [ $# -eq 0 ]; then set -- test; fi

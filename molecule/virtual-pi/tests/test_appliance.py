@@ -19,6 +19,10 @@ import yaml
 SERVICES = ["mosquitto", "influxdb", "sunbox-store", "sunbox-collector", "bluetooth", "nftables", "ssh"]
 DEVICES = {"advert", "battery", "mppt", "paired", "shunt", "solar"}
 TIERS = ["2m", "5m", "30m", "2h"]
+#: How long the services must run before the restart check and the memory report, in s
+#: from the collector's start. The test command keeps it short; the memory benchmark
+#: sets SUNBOX_VPI_SOAK_S=600 (`./play.sh virtual-pi --soak 600`, docs/virtual-pi.md).
+SOAK_S = float(os.environ.get("SUNBOX_VPI_SOAK_S", "120"))
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +57,24 @@ def test_sunbox_services_run_unprivileged_and_hardened(host: Any) -> None:
         assert "CapabilityBoundingSet=\n" in props.stdout + "\n" or "CapabilityBoundingSet=" in props.stdout
 
 
-def test_every_simulated_device_reaches_the_raw_bucket_within_a_minute(host: Any, secrets: dict[str, Any]) -> None:
-    token = secrets["sunbox_influxdb_admin_token"]
+def devices_in_the_last_minute(host: Any, token: str) -> set[str]:
+    """The devices with at least one reading in the raw bucket in the last minute."""
     query = (
         'from(bucket: "sunbox_raw") |> range(start: -1m) '
         '|> filter(fn: (r) => r._field == "rssi" or r._field == "voltage" or r._field == "battery_voltage" '
         'or r._field == "soc" or r._field == "pv_power") '
         '|> keep(columns: ["device"]) |> group() |> distinct(column: "device")'
     )
+    csv = influx(host, token, "POST", "/api/v2/query?org=sunbox", query, flux=True)
+    return {line.split(",")[-1].strip() for line in csv.splitlines()[1:] if line.strip()}
+
+
+def test_every_simulated_device_reaches_the_raw_bucket_within_a_minute(host: Any, secrets: dict[str, Any]) -> None:
+    token = secrets["sunbox_influxdb_admin_token"]
     seen: set[str] = set()
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        csv = influx(host, token, "POST", "/api/v2/query?org=sunbox", query, flux=True)
-        seen = {line.split(",")[-1].strip() for line in csv.splitlines()[1:] if line.strip()}
+        seen = devices_in_the_last_minute(host, token)
         if seen >= DEVICES:
             break
         time.sleep(10)
@@ -152,14 +161,16 @@ def test_journal_in_ram_and_no_swap_on_disk(host: Any) -> None:
     assert swaps and all(line.startswith("/dev/zram") for line in swaps), swaps
 
 
-def test_services_after_ten_minutes(host: Any) -> None:
-    """Every service still up with no restarts after ten minutes; their memory is reported."""
+def test_services_stay_up_and_devices_keep_arriving_through_the_soak(host: Any, secrets: dict[str, Any]) -> None:
+    """After SOAK_S s of running: no service restarted, every device still arrives; memory reported."""
     units = [f"{s}.service" for s in SERVICES if s not in ("nftables",)]
     since = int(host.run("systemctl show -P ActiveEnterTimestampMonotonic sunbox-collector.service").stdout)
     uptime = float(host.file("/proc/uptime").content_string.split()[0])
-    wait = 600 - (uptime - since / 1e6)
+    wait = SOAK_S - (uptime - since / 1e6)
     if wait > 0:
         time.sleep(wait)
+    arriving = devices_in_the_last_minute(host, secrets["sunbox_influxdb_admin_token"])
+    assert arriving >= DEVICES, f"after the soak, devices still arriving: {sorted(arriving)}"
     report = {}
     for unit in units:
         shown = host.run(f"systemctl show -p NRestarts -p MemoryCurrent -p ControlGroup {unit}").stdout
@@ -176,7 +187,7 @@ def test_services_after_ten_minutes(host: Any) -> None:
             else None,
         }
     out = Path(os.environ.get("SUNBOX_VPI_REPORT", "/tmp/sunbox-virtual-pi-rss.json"))
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.write_text(json.dumps({"soak_s": SOAK_S, "units": report}, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     restarted = {u: r["restarts"] for u, r in report.items() if r["restarts"]}
     assert not restarted, f"services restarted during the run: {restarted}"

@@ -4,8 +4,9 @@ Boots the virtual Pi (a fresh "Raspberry Pi OS" stand-in under qemu), runs the r
 against it, runs it again and requires changed=0, then molecule's verify step checks the
 result from inside the guest (molecule/virtual-pi/tests/test_appliance.py): services,
 readings from every simulated device in InfluxDB, the downsampling tasks, MQTT refusing
-anonymous clients, the kiosk units, and every service's memory after ten minutes.
-Needs Linux and root; about 20 minutes warm, 24 cold (2 cores), ten of them the soak before the memory report.
+anonymous clients, the kiosk units, and that every service stays up and every device
+keeps arriving through a soak of $SUNBOX_VPI_SOAK_S seconds (120 here; the ten-minute
+memory benchmark is `./play.sh virtual-pi --soak 600`). Needs Linux and root.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ pytestmark = [
 ]
 
 
+@pytest.mark.timeout(3000)  # cold about 17 min with the default 120 s soak; the subprocess limit fires first
 def test_play_converges_twice_and_verifies_on_the_virtual_pi() -> None:
     started = time.monotonic()
     log = Path(os.environ.get("SUNBOX_VPI_LOG", "/tmp/sunbox-virtual-pi.log"))
@@ -35,7 +37,7 @@ def test_play_converges_twice_and_verifies_on_the_virtual_pi() -> None:
             [str(ROOT / "play.sh"), "virtual-pi", "test"],
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=4500,
+            timeout=2700,
             check=False,
             cwd=ROOT,
         )
