@@ -1,7 +1,8 @@
 """Builds the Sunbox Grafana dashboards (``grafana/dashboards/*.json``) from one description.
 
-Run ``python3 grafana/build_dashboards.py`` after editing; the tests check that the JSON
-files are what this script writes. Standard library only.
+Run ``.venv/bin/python grafana/build_dashboards.py`` after editing; the tests check that
+the JSON files are what this script writes. Needs the ``sunbox`` package (for the
+bucket rule, :mod:`sunbox.storage.pick`) and the standard library.
 
 Conventions (``docs/dashboards.md``):
 
@@ -23,21 +24,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sunbox.storage import pick
+
 HERE = Path(__file__).parent
 OUT = HERE / "dashboards"
 DATASOURCE = {"type": "influxdb", "uid": "sunbox-influx"}
 
 #: Flux that chooses the bucket from the range (v.timeRangeStart/Stop come from Grafana).
-#: Raw holds 24 h, the tiers 7 d, 31 d, 366 d and 3660 d.
-PICK_BUCKET = """span = int(v: v.timeRangeStop) - int(v: v.timeRangeStart)
-age = int(v: now()) - int(v: v.timeRangeStart)
-bucket =
-    if age <= int(v: 24h) and span <= int(v: 6h) then "sunbox_raw"
-    else if age <= int(v: 7d) and span <= int(v: 2d) then "sunbox_2m"
-    else if age <= int(v: 31d) and span <= int(v: 14d) then "sunbox_5m"
-    else if age <= int(v: 366d) then "sunbox_30m"
-    else "sunbox_2h"
-"""
+#: The rule is ``sunbox.storage.pick``'s, shared with ``sunbox web``; raw holds 24 h,
+#: the tiers 7 d, 31 d, 366 d and 3660 d.
+PICK_BUCKET = pick.flux()
 
 PROTECTION_WORDS = [
     "cell overvoltage",

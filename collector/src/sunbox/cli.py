@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--interval", type=float, default=1.0, help="seconds between blocks")
     replay.add_argument("--corrupt-every", type=int, default=None, help="break every n-th block's checksum")
     storage_commands.add_parsers(sub)
+
+    web = sub.add_parser("web", help="serve the live display (touchscreen and LAN browsers)")
+    web.add_argument("-c", "--config", type=Path, default=Path("/etc/sunbox/web.yaml"))
+    web.add_argument("--check", action="store_true", help="validate the configuration and exit")
     return parser
 
 
@@ -165,6 +169,30 @@ def config_mod_ids(cfg: config_mod.Config) -> list[str]:
     return expected_ids(cfg)
 
 
+def _web(args: argparse.Namespace) -> int:
+    from sunbox.web import config as web_config
+
+    try:
+        cfg = web_config.load(args.config)
+        cfg.mqtt.resolved_password()
+        cfg.influx.resolved_token()
+        cfg.viewer_password()
+    except web_config.ConfigError as exc:
+        print(f"sunbox web: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"sunbox web: cannot read a secret: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: OK")
+        return 0
+    logging.getLogger().setLevel(cfg.log_level)
+    from sunbox.web.server import run_web
+
+    run_web(cfg)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -213,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     if args.command == "store":
         return storage_commands.cmd_store(args)
+    if args.command == "web":
+        return _web(args)
     if args.command == "influx":
         return storage_commands.cmd_influx(args)
     if args.command == "sim":

@@ -1,0 +1,97 @@
+"""Configuration of ``sunbox web`` (``/etc/sunbox/web.yaml``), validated once at start.
+
+Errors name the offending key, e.g. ``influx.token_file: Field required``. Every key
+with its default is listed in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, model_validator
+
+from sunbox.config import BrokerConfig, ConfigError, Strict, read_yaml, resolve_secret, validate
+
+DEFAULT_PATH = Path("/etc/sunbox/web.yaml")
+
+
+class WebMqttConfig(BrokerConfig):
+    """The display's broker account: it only subscribes (read-only in the broker's ACL)."""
+
+    client_id: str = "sunbox-web"
+
+
+class WebInfluxConfig(Strict):
+    """InfluxDB for History and energy: the read-only dashboards token, never sent to a browser."""
+
+    url: str = "http://localhost:8086"
+    org: str = "sunbox"
+    token: str | None = None
+    token_file: Path | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
+
+    @model_validator(mode="after")
+    def _one_token(self) -> Self:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("set exactly one of token or token_file")
+        return self
+
+    def resolved_token(self) -> str:
+        """The token, read from ``token_file`` when that is set."""
+        token = resolve_secret(self.token, self.token_file)
+        assert token is not None
+        return token
+
+
+class WebConfig(Strict):
+    """The whole ``sunbox web`` configuration."""
+
+    #: address to listen on; the firewall decides who on the LAN reaches it
+    listen: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    mqtt: WebMqttConfig
+    influx: WebInfluxConfig
+    #: a device with no reading for this long is shown orange (stale) ...
+    stale_after_s: Annotated[float, Field(gt=0)] = 60.0
+    #: ... and red after this long
+    dead_after_s: Annotated[float, Field(gt=0)] = 300.0
+    #: most points per series a History request returns (the chart's width is less)
+    max_points: Annotated[int, Field(ge=50, le=5000)] = 720
+    #: optional password for LAN viewers (HTTP Basic, any user name); the kiosk on the
+    #: Pi itself (loopback) never needs it
+    viewer_password_file: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        if self.dead_after_s <= self.stale_after_s:
+            raise ValueError("dead_after_s must be longer than stale_after_s")
+        return self
+
+    def viewer_password(self) -> str | None:
+        """The LAN viewers' password, or None when the display is open on the LAN."""
+        if self.viewer_password_file is None:
+            return None
+        return self.viewer_password_file.read_text().strip() or None
+
+
+def parse(data: Any) -> WebConfig:
+    """Validate a loaded mapping.
+
+    Raises:
+        ConfigError: naming every offending key.
+    """
+    return validate(WebConfig, data)
+
+
+def load(path: Path) -> WebConfig:
+    """Read and validate ``web.yaml``.
+
+    Raises:
+        ConfigError: unreadable file, YAML syntax error, or invalid keys.
+    """
+    return parse(read_yaml(path))
+
+
+__all__ = ["DEFAULT_PATH", "ConfigError", "WebConfig", "WebInfluxConfig", "WebMqttConfig", "load", "parse"]

@@ -1,0 +1,279 @@
+"""History and daily energy for ``sunbox web``, from InfluxDB with the read-only token.
+
+No Flux from a browser ever reaches InfluxDB: a request names a :data:`QUANTITIES` key,
+a range and optionally a device id (checked against the device-id rule), and the query
+is built here. The bucket comes from the one shared rule,
+:func:`sunbox.storage.pick.pick`; the window is the bucket's resolution or coarser, so
+that no series has more than ``max_points`` points.
+
+Signs follow the dashboards (``docs/dashboards.md``): on History, supply is positive
+(PV, battery discharge) and consumption negative (battery charge), so battery power is
+negated; the Now page shows directions in words and arrows instead.
+
+Energy (:meth:`History.energy`): Wh per day (last 30 days) or per month (last 12) of
+battery charge and discharge (the positive and negative parts of battery ``power``),
+solar (the chargers' ``charge_power``) and load (solar − charged + discharged), summed
+over devices, from the window means of the tier the rule picks for the period. A
+window whose power changes sign inside it counts only its net mean: the figures are a
+slight under-estimate of both charge and discharge, never a double count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from influxdb_client import InfluxDBClient
+
+from sunbox.config import DEVICE_ID_PATTERN
+from sunbox.storage import pick
+
+from .config import WebInfluxConfig
+
+
+class HistoryError(ValueError):
+    """A request the History API refuses; ``str()`` says why (HTTP 400)."""
+
+
+class StorageUnavailable(RuntimeError):
+    """InfluxDB did not answer (HTTP 503, "storage unavailable" on the page)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """A chartable quantity: measurement, field, unit, and whether History negates it."""
+
+    measurement: str
+    field: str
+    unit: str
+    label: str
+    negate: bool = False
+
+
+QUANTITIES: dict[str, Quantity] = {
+    "soc": Quantity("battery", "soc", "%", "State of charge"),
+    "battery_power": Quantity("battery", "power", "W", "Battery power (+ discharge, − charge)", negate=True),
+    "solar_power": Quantity("charger", "charge_power", "W", "Solar charge power"),
+    "pv_voltage": Quantity("charger", "pv_voltage", "V", "PV voltage"),
+    "voltage": Quantity("battery", "voltage", "V", "Battery voltage"),
+    "current": Quantity("battery", "current", "A", "Battery current (+ charge)"),
+    "cell_delta": Quantity("battery", "cell_voltage_delta", "V", "Cell spread"),
+}
+
+#: Named ranges (the page's buttons), seconds back from now.
+RANGES: dict[str, int] = {
+    "1h": 3600,
+    "24h": 86_400,
+    "7d": 7 * 86_400,
+    "30d": 30 * 86_400,
+    "1y": 365 * 86_400,
+    "10y": 3650 * 86_400,
+}
+MIN_SPAN_S = 60
+MAX_SPAN_S = 3660 * 86_400
+
+
+def window_for(step: pick.Step, span_s: float, max_points: int) -> int:
+    """Window length in s: the bucket's resolution, or coarser so a series has <= max_points."""
+    base = max(step.window_s, 1)
+    needed = math.ceil(span_s / max_points)
+    return max(base, math.ceil(needed / base) * base)
+
+
+def _time(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds)))
+
+
+def series_flux(
+    quantity: Quantity, bucket: str, start_s: float, stop_s: float, every_s: int, device: str | None
+) -> str:
+    """Mean, min and max per window of one quantity, per device (pure; inputs already checked)."""
+    raw = bucket == pick.RULE[0].bucket
+    low, high = (quantity.field, quantity.field) if raw else (f"{quantity.field}_min", f"{quantity.field}_max")
+    device_test = f' and r.device == "{device}"' if device else ""
+    return f"""data = from(bucket: "{bucket}")
+    |> range(start: {_time(start_s)}, stop: {_time(stop_s)})
+    |> filter(fn: (r) => r._measurement == "{quantity.measurement}"{device_test})
+mean = data |> filter(fn: (r) => r._field == "{quantity.field}")
+    |> aggregateWindow(every: {every_s}s, fn: mean, createEmpty: false) |> set(key: "_field", value: "mean")
+low = data |> filter(fn: (r) => r._field == "{low}")
+    |> aggregateWindow(every: {every_s}s, fn: min, createEmpty: false) |> set(key: "_field", value: "min")
+high = data |> filter(fn: (r) => r._field == "{high}")
+    |> aggregateWindow(every: {every_s}s, fn: max, createEmpty: false) |> set(key: "_field", value: "max")
+union(tables: [mean, low, high])
+    |> keep(columns: ["_time", "_value", "_field", "device"])
+"""
+
+
+def energy_flux(bucket: str, window_s: int, start_s: float, every: str, offset_s: int) -> str:
+    """Per period: Wh in and out of the batteries, and solar Wh, from window means."""
+    hours = window_s / 3600
+    return f"""import "timezone"
+option location = timezone.fixed(offset: {offset_s}s)
+data = from(bucket: "{bucket}")
+    |> range(start: {_time(start_s)})
+    |> filter(fn: (r) => (r._measurement == "battery" and r._field == "power")
+        or (r._measurement == "charger" and r._field == "charge_power"))
+    |> group(columns: ["_measurement"])
+positive = data |> map(fn: (r) => ({{r with _value: if r._value > 0.0 then r._value * {hours} else 0.0}}))
+    |> aggregateWindow(every: {every}, fn: sum, createEmpty: false) |> set(key: "_field", value: "in")
+negative = data |> map(fn: (r) => ({{r with _value: if r._value < 0.0 then -r._value * {hours} else 0.0}}))
+    |> aggregateWindow(every: {every}, fn: sum, createEmpty: false) |> set(key: "_field", value: "out")
+union(tables: [positive, negative]) |> keep(columns: ["_start", "_time", "_value", "_field", "_measurement"])
+"""
+
+
+def parse_range(range_name: str | None, start: str | None, stop: str | None, now_s: float) -> tuple[float, float]:
+    """``(start_s, stop_s)`` from a named range or explicit Unix seconds.
+
+    Raises:
+        HistoryError: unknown name, unparsable numbers, stop before start, span out of bounds.
+    """
+    if range_name is not None:
+        if range_name not in RANGES:
+            raise HistoryError(f"range must be one of {', '.join(RANGES)}")
+        return now_s - RANGES[range_name], now_s
+    try:
+        start_s = float(start) if start is not None else math.nan
+        stop_s = float(stop) if stop is not None else now_s
+    except ValueError:
+        raise HistoryError("start and stop must be Unix seconds") from None
+    if not (math.isfinite(start_s) and math.isfinite(stop_s)):
+        raise HistoryError("give range, or start (and optionally stop) in Unix seconds")
+    if not MIN_SPAN_S <= stop_s - start_s <= MAX_SPAN_S:
+        raise HistoryError(f"the span must be between {MIN_SPAN_S} s and {MAX_SPAN_S // 86_400} days")
+    return start_s, min(stop_s, now_s)
+
+
+class History:
+    """Runs the queries (influxdb-client in a worker thread) and shapes the JSON."""
+
+    def __init__(self, config: WebInfluxConfig, max_points: int) -> None:
+        self.config = config
+        self.max_points = max_points
+        self._client = InfluxDBClient(
+            url=config.url, token=config.resolved_token(), org=config.org, timeout=int(config.timeout_s * 1000)
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def available(self) -> bool:
+        """Whether InfluxDB answers its health check (for the Health page)."""
+
+        return bool(await asyncio.to_thread(self._client.ping))  # False on any failure
+
+    def _query(self, flux: str) -> list[Any]:
+        try:
+            return list(self._client.query_api().query(flux, org=self.config.org))
+        except Exception as exc:  # urllib3 connection errors, ApiException: storage is away
+            raise StorageUnavailable(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+    async def series(
+        self, name: str, start_s: float, stop_s: float, device: str | None, now_s: float
+    ) -> dict[str, Any]:
+        """The JSON of one chart (see ``docs/web.md``).
+
+        Raises:
+            HistoryError: unknown quantity or malformed device id.
+            StorageUnavailable: InfluxDB did not answer.
+        """
+        quantity = QUANTITIES.get(name)
+        if quantity is None:
+            raise HistoryError(f"quantity must be one of {', '.join(QUANTITIES)}")
+        if device is not None and not DEVICE_ID_PATTERN.match(device):
+            raise HistoryError("device is not a device id")
+        step = pick.pick(start_s, stop_s, now_s)
+        every = window_for(step, stop_s - start_s, self.max_points)
+        flux = series_flux(quantity, step.bucket, start_s, stop_s, every, device)
+        tables = await asyncio.to_thread(self._query, flux)
+        by_device: dict[str, dict[str, dict[float, float]]] = {}
+        for table in tables:
+            for record in table.records:
+                dev = record.values.get("device") or ""
+                field = record.get_field()
+                value = record.get_value()
+                if value is None:
+                    continue
+                stamp = record.get_time().timestamp()
+                by_device.setdefault(dev, {}).setdefault(field, {})[stamp] = float(value)
+        sign = -1.0 if quantity.negate else 1.0
+        series = []
+        for dev in sorted(by_device):
+            fields = by_device[dev]
+            stamps = sorted(fields.get("mean", {}))
+            low, high = fields.get("min", {}), fields.get("max", {})
+            if quantity.negate:  # a negated band swaps its edges
+                low, high = high, low
+            series.append(
+                {
+                    "device": dev,
+                    "t": stamps,
+                    "mean": [sign * fields["mean"][t] for t in stamps],
+                    "min": [sign * low[t] if t in low else None for t in stamps],
+                    "max": [sign * high[t] if t in high else None for t in stamps],
+                }
+            )
+        return {
+            "quantity": name,
+            "label": quantity.label,
+            "unit": quantity.unit,
+            "bucket": step.bucket,
+            "window_s": every,
+            "start": start_s,
+            "stop": stop_s,
+            "series": series,
+        }
+
+    async def energy(self, period: str, now_s: float) -> dict[str, Any]:
+        """Wh per day (``period="days"``, last 30) or per month (``"months"``, last 12).
+
+        Raises:
+            HistoryError: unknown period.
+            StorageUnavailable: InfluxDB did not answer.
+        """
+        if period == "days":
+            start_s, every = now_s - 30 * 86_400, "1d"
+        elif period == "months":
+            start_s, every = now_s - 365 * 86_400, "1mo"
+        else:
+            raise HistoryError("period must be days or months")
+        step = pick.pick(start_s, now_s, now_s)
+        offset = time.localtime(now_s).tm_gmtoff
+        flux = energy_flux(step.bucket, max(step.window_s, 1), start_s, every, offset)
+        tables = await asyncio.to_thread(self._query, flux)
+        rows: dict[float, dict[str, float]] = {}
+        for table in tables:
+            for record in table.records:
+                key = {("battery", "in"): "charged", ("battery", "out"): "discharged", ("charger", "in"): "solar"}.get(
+                    (record.get_measurement(), record.get_field())
+                )
+                if key is None or record.get_value() is None:
+                    continue
+                period_start = record.values["_start"].timestamp() if "_start" in record.values else 0.0
+                stamp = record.get_time().timestamp()
+                # aggregateWindow stamps each period with its end; the page labels its start
+                label = max(period_start, _period_start(stamp, every, offset))
+                rows.setdefault(label, {})[key] = round(float(record.get_value()), 1)
+        out = []
+        for label in sorted(rows):
+            row = rows[label]
+            load = None
+            if "solar" in row and "charged" in row and "discharged" in row:
+                load = round(max(0.0, row["solar"] - row["charged"] + row["discharged"]), 1)
+            out.append({"start": label, **row, "load": load})
+        return {"period": period, "bucket": step.bucket, "window_s": step.window_s, "rows": out}
+
+
+def _period_start(stamp: float, every: str, offset_s: int) -> float:
+    """The local start of the day or month that ends at ``stamp`` (UTC seconds)."""
+    local = time.gmtime(stamp + offset_s - 1)
+    if every == "1d":
+        start = time.struct_time((local.tm_year, local.tm_mon, local.tm_mday, 0, 0, 0, 0, 0, 0))
+    else:
+        start = time.struct_time((local.tm_year, local.tm_mon, 1, 0, 0, 0, 0, 0, 0))
+    return calendar.timegm(start) - offset_s

@@ -1,0 +1,129 @@
+"""The latest reading of every device, kept from MQTT messages. Pure: no I/O, no clock.
+
+Topics (``docs/data-model.md``): ``<prefix>/<id>/state`` and ``/health`` carry reading
+JSON, ``<prefix>/<id>/availability`` and ``<prefix>/collector/availability`` carry
+``online``/``offline``. A state or health payload is validated with the writer's own
+rules (:func:`sunbox.storage.points.parse_message`), so the display shows exactly what
+storage would accept. A message that fails is skipped and counted by reason, never shown.
+
+What a page receives for a device (:meth:`LiveState.device`)::
+
+    {"device_id": "bank1", "kind": "battery", "state": {...reading...} | None,
+     "health": {...health reading...} | None, "online": True | False | None,
+     "received_ms": 1750000000123 | None, "alarms": ["cell overvoltage", ...]}
+
+``received_ms`` is when the display got the last reading (its age, with the browser's
+clock offset removed by the page, decides fresh / stale / dead).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sunbox.protocols.jbd import PROTECTION_NAMES
+from sunbox.storage.points import PayloadError, parse_message
+
+#: Words for the JBD protection bits (bit 0 first), as the dashboards spell them.
+PROTECTION_WORDS = tuple(name.replace("_", " ").replace("afe error", "front-end error") for name in PROTECTION_NAMES)
+
+
+def alarm_words(kind: str, state: dict[str, Any]) -> list[str]:
+    """The active protections and alarms of a reading, in words (empty when none)."""
+    words: list[str] = []
+    bits = state.get("protection_bits")
+    if kind == "battery" and isinstance(bits, int):
+        words += [word for i, word in enumerate(PROTECTION_WORDS) if bits >> i & 1]
+    code = state.get("error_code")
+    if isinstance(code, int) and code != 0:
+        words.append(f"charger error {code}")
+    if state.get("alarm_on") is True:
+        words.append("alarm")
+    return words
+
+
+@dataclass
+class Device:
+    """What the display knows of one device."""
+
+    device_id: str
+    kind: str | None = None
+    state: dict[str, Any] | None = None
+    health: dict[str, Any] | None = None
+    online: bool | None = None
+    received_ms: int | None = None
+
+
+@dataclass
+class LiveState:
+    """Latest state, health and availability per device; skipped messages counted by reason."""
+
+    prefix: str = "sunbox"
+    devices: dict[str, Device] = field(default_factory=dict)
+    skipped: Counter[str] = field(default_factory=Counter)
+    collector_online: bool | None = None
+    messages: int = 0
+
+    def apply(self, topic: str, payload: bytes, now_ms: int) -> str | None:
+        """Take one MQTT message; return the device id it changed (or ``"collector"``), or None.
+
+        Never raises: a bad message is counted in :attr:`skipped` and None is returned.
+        """
+        self.messages += 1
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] != self.prefix:
+            self.skipped["unexpected topic"] += 1
+            return None
+        device_id, leaf = parts[1], parts[2]
+        if leaf == "availability":
+            text = payload.decode("utf-8", "replace").strip()
+            if text not in ("online", "offline"):
+                self.skipped["availability not online/offline"] += 1
+                return None
+            if device_id == "collector":
+                self.collector_online = text == "online"
+                return "collector"
+            self._device(device_id).online = text == "online"
+            return device_id
+        try:
+            point = parse_message(topic, payload, now_ms, self.prefix)
+        except PayloadError as exc:
+            self.skipped[str(exc).split(":")[0][:60]] += 1
+            return None
+        data = json.loads(payload)
+        values = {k: v for k, v in data.items() if k not in ("device_id", "kind")}
+        device = self._device(point.device)
+        if leaf == "health":
+            device.health = values
+        else:
+            device.kind = point.measurement
+            device.state = values
+            device.received_ms = now_ms
+        return point.device
+
+    def _device(self, device_id: str) -> Device:
+        return self.devices.setdefault(device_id, Device(device_id))
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        """The JSON-ready view of one device (see the module docstring)."""
+        d = self.devices[device_id]
+        return {
+            "device_id": d.device_id,
+            "kind": d.kind,
+            "state": d.state,
+            "health": d.health,
+            "online": d.online,
+            "received_ms": d.received_ms,
+            "alarms": alarm_words(d.kind or "", d.state or {}),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every device, the collector's availability and the skip counters."""
+        return {
+            "devices": [self.device(i) for i in sorted(self.devices)],
+            "collector_online": self.collector_online,
+            "skipped": dict(self.skipped),
+            "messages": self.messages,
+        }

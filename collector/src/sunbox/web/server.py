@@ -1,0 +1,254 @@
+"""The ``sunbox web`` application (aiohttp): pages, a read-only JSON API and a live WebSocket.
+
+Routes (every one is GET; nothing changes anything):
+
+* ``/`` — the single-page app (Now, History, Cells, Health), ``/static/*`` its assets,
+  all served from the Pi: no CDN, no web font.
+* ``/api/health`` — ``{"ok": true, "broker": {...}, "storage": bool}``; the kiosk waits
+  for it.
+* ``/api/state`` — every device's latest reading, health and availability.
+* ``/api/live`` — WebSocket: a ``snapshot`` message at once, then one ``device``
+  message per reading as it arrives, and ``broker``/``collector`` messages on changes.
+* ``/api/history?quantity=soc&range=24h[&device=id]`` (or ``start``/``stop`` in Unix
+  seconds) and ``/api/energy?period=days|months`` — from InfluxDB with the read-only
+  token; 503 with ``{"error": "storage unavailable"}`` when InfluxDB does not answer.
+
+Every response carries a strict Content-Security-Policy (same origin only). With
+``viewer_password_file`` set, LAN browsers need HTTP Basic credentials (any user name,
+that password); the kiosk on the Pi itself (loopback) does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .config import WebConfig
+from .feed import Feed
+from .history import History, HistoryError, StorageUnavailable, parse_range
+from .live import LiveState
+
+LOG = logging.getLogger(__name__)
+
+STATIC = Path(str(resources.files("sunbox.web") / "static"))
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+#: messages a slow page may fall behind before it is dropped (it reconnects and gets a snapshot)
+SOCKET_QUEUE = 2000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class WebApp:
+    """The application's state: live readings, the broker's status, open sockets."""
+
+    def __init__(self, config: WebConfig, history: History | None) -> None:
+        self.config = config
+        self.history = history
+        self.live = LiveState(prefix=config.mqtt.topic_prefix)
+        self.broker: dict[str, Any] = {"connected": False, "reason": "starting", "since_ms": now_ms()}
+        self.sockets: dict[web.WebSocketResponse, asyncio.Queue[str | None]] = {}
+        self.password = config.viewer_password()
+        self._closing: set[asyncio.Future[bool]] = set()
+
+    # --- feed callbacks (on the event loop) ------------------------------------------
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        changed = self.live.apply(topic, payload, now_ms())
+        if changed == "collector":
+            self.broadcast({"type": "collector", "online": self.live.collector_online})
+        elif changed is not None:
+            self.broadcast({"type": "device", "device": self.live.device(changed), "server_time_ms": now_ms()})
+
+    def on_status(self, connected: bool, reason: str) -> None:
+        if connected != self.broker["connected"]:
+            self.broker = {"connected": connected, "reason": reason, "since_ms": now_ms()}
+            self.broadcast({"type": "broker", "broker": self.broker, "server_time_ms": now_ms()})
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message, separators=(",", ":"))
+        for socket, queue in list(self.sockets.items()):
+            try:
+                queue.put_nowait(text)
+            except asyncio.QueueFull:
+                LOG.warning("a page fell %d messages behind; dropping it (it reconnects)", SOCKET_QUEUE)
+                self.sockets.pop(socket, None)
+                task = asyncio.ensure_future(socket.close())  # the handler then ends its writer
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "type": "snapshot",
+            **self.live.snapshot(),
+            "broker": self.broker,
+            "server_time_ms": now_ms(),
+            "stale_after_s": self.config.stale_after_s,
+            "dead_after_s": self.config.dead_after_s,
+            "storage": self.history is not None,
+        }
+
+    # --- handlers --------------------------------------------------------------------
+
+    async def index(self, _request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def health(self, _request: web.Request) -> web.StreamResponse:
+        storage = await self.history.available() if self.history is not None else False
+        return web.json_response(
+            {"ok": True, "broker": self.broker, "storage": storage, "devices": len(self.live.devices)}
+        )
+
+    async def state(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.snapshot())
+
+    async def socket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        queue: asyncio.Queue[str | None] = asyncio.Queue(SOCKET_QUEUE)
+        self.sockets[ws] = queue
+        await ws.send_str(json.dumps(self.snapshot(), separators=(",", ":")))
+
+        async def writer() -> None:
+            while (text := await queue.get()) is not None and not ws.closed:
+                await ws.send_str(text)
+
+        task = asyncio.create_task(writer())
+        try:
+            async for message in ws:  # pages send nothing; this waits for the close
+                if message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self.sockets.pop(ws, None)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+        return ws
+
+    async def history_route(self, request: web.Request) -> web.StreamResponse:
+        if self.history is None:
+            return web.json_response({"error": "storage unavailable"}, status=503)
+        q = request.query
+        now_s = time.time()
+        try:
+            start_s, stop_s = parse_range(q.get("range"), q.get("start"), q.get("stop"), now_s)
+            body = await self.history.series(q.get("quantity", ""), start_s, stop_s, q.get("device"), now_s)
+        except HistoryError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except StorageUnavailable as exc:
+            LOG.warning("history: storage unavailable: %s", exc)
+            return web.json_response({"error": "storage unavailable"}, status=503)
+        return web.json_response(body)
+
+    async def energy_route(self, request: web.Request) -> web.StreamResponse:
+        if self.history is None:
+            return web.json_response({"error": "storage unavailable"}, status=503)
+        try:
+            body = await self.history.energy(request.query.get("period", "days"), time.time())
+        except HistoryError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except StorageUnavailable as exc:
+            LOG.warning("energy: storage unavailable: %s", exc)
+            return web.json_response({"error": "storage unavailable"}, status=503)
+        return web.json_response(body)
+
+    # --- middleware --------------------------------------------------------------------
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.password is not None and not _loopback(request.remote) and not self._authorized(request):
+            return web.Response(
+                status=401, text="Sunbox: password required", headers={"WWW-Authenticate": 'Basic realm="Sunbox"'}
+            )
+        response = await handler(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        return response
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            _user, _, given = base64.b64decode(header[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        assert self.password is not None
+        return hmac.compare_digest(given.encode(), self.password.encode())
+
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[self.guard])
+        app.router.add_get("/", self.index)
+        app.router.add_get("/api/health", self.health)
+        app.router.add_get("/api/state", self.state)
+        app.router.add_get("/api/live", self.socket)
+        app.router.add_get("/api/history", self.history_route)
+        app.router.add_get("/api/energy", self.energy_route)
+        app.router.add_static("/static/", STATIC, append_version=False)
+        return app
+
+
+def _loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(config: WebConfig, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
+    """Run until ``stop`` is set: the broker feed, the HTTP server; ``ready(port)`` once listening."""
+    history = History(config.influx, config.max_points)
+    app = WebApp(config, history)
+    feed = Feed(config.mqtt, asyncio.get_running_loop(), app.on_message, app.on_status)
+    feed.start()
+    runner = web.AppRunner(app.application(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen, config.port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else config.port
+    LOG.info("sunbox web listening on %s:%s", config.listen, port)
+    if ready is not None:
+        ready(port)
+    try:
+        await stop.wait()
+    finally:
+        for socket in list(app.sockets):
+            await socket.close()
+        await runner.cleanup()
+        await asyncio.to_thread(feed.stop)
+        history.close()
+
+
+def run_web(config: WebConfig) -> None:
+    """The service: serve until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(config, stop)
+
+    asyncio.run(main())

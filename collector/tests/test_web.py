@@ -1,0 +1,329 @@
+"""``sunbox web`` end to end: the real process, the real Mosquitto, the real InfluxDB (with
+the dashboards' tier fixtures) and a real headless Chromium.
+
+Screenshots of every page at 800x480 (the touchscreen) and 1920x1080 (a LAN browser) are
+written to ``$SUNBOX_SCREENSHOTS`` (default ``/tmp/sunbox-screenshots``) for review.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from sunbox.storage import influx_setup, layout, pick
+from sunbox.web.history import RANGES
+from sunbox_stack import seed
+from sunbox_stack.servers import InfluxDB, Mosquitto, free_port
+
+from .webkit import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    SCREENSHOTS,
+    Publisher,
+    WebServer,
+    battery_reading,
+    charger_reading,
+    chromium,
+    console_errors,
+    set_viewport,
+    wait_for,
+)
+
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Debian's chromium and chromium-driver"
+    ),
+]
+
+PAGES = ["now", "history", "cells", "health"]
+
+
+@pytest.fixture(scope="module")
+def dashboards_token(influxdb: InfluxDB) -> str:
+    return seed.seed_history(influxdb)
+
+
+@pytest.fixture(scope="module")
+def web(
+    mosquitto: Mosquitto, influxdb: InfluxDB, dashboards_token: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebServer]:
+    server = WebServer(tmp_path_factory.mktemp("web"), mosquitto, influxdb.url, dashboards_token)
+    server.start()
+    server.wait_broker()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def publisher(mosquitto: Mosquitto) -> Iterator[Publisher]:
+    pub = Publisher(mosquitto)
+    yield pub
+    pub.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as driver:
+        yield driver
+
+
+def publish_site(publisher: Publisher) -> None:
+    """Two batteries and a charger, as the collector publishes the simulated devices."""
+    publisher.reading("bat1", "battery", battery_reading(soc=87.0, current=-4.2, power=-65.5))
+    publisher.reading("bat2", "battery", battery_reading(soc=64.0, current=3.1, power=48.4, protection_bits=0b1))
+    publisher.reading("mppt", "charger", charger_reading())
+    for device in ("bat1", "bat2", "mppt"):
+        publisher.health(device)
+
+
+def open_page(driver: Any, web: WebServer, page: str) -> None:
+    driver.get(f"{web.url}/#{page}")
+    wait_for(lambda: driver.find_element("id", "page").get_attribute("data-page") == page, what=f"page {page}")
+
+
+def page_text(driver: Any) -> str:
+    """The visible text of the page area, on one line."""
+    return str(driver.find_element("id", "page").text).replace("\n", "")
+
+
+def shoot(driver: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+# --- the service ----------------------------------------------------------------------
+
+
+def test_readings_reach_the_state_api_and_bad_payloads_are_counted_not_shown(
+    web: WebServer, publisher: Publisher
+) -> None:
+    publish_site(publisher)
+    publisher.raw("sunbox/bat9/state", b"{not json")
+    publisher.raw("sunbox/bat9/state", json.dumps({"device_id": "bat9", "kind": "battery", "time_ms": 5, "soc": 1}))
+    publisher.raw(
+        "sunbox/bat8/state",
+        json.dumps({"device_id": "bat8", "kind": "battery", "time_ms": int(time.time() * 1000), "soc": "full"}),
+    )
+    publisher.raw("sunbox/bat1/availability", "maybe")
+
+    def settled() -> dict[str, Any] | None:
+        s = web.state()
+        return s if sum(s["skipped"].values()) >= 4 and len(s["devices"]) >= 3 else None
+
+    state = wait_for(settled, what="counted skips")
+    ids = {d["device_id"] for d in state["devices"]}
+    assert {"bat1", "bat2", "mppt"} <= ids and not ids & {"bat8", "bat9"}, ids
+    bat2 = next(d for d in state["devices"] if d["device_id"] == "bat2")
+    assert bat2["state"]["soc"] == 64.0 and bat2["alarms"] == ["cell overvoltage"]
+    assert bat2["health"]["rssi"] == -67
+
+
+def test_nothing_changes_anything_and_the_policy_is_strict(web: WebServer) -> None:
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        for path in ("/", "/api/state", "/api/history", "/api/live"):
+            assert requests.request(method, web.url + path, timeout=5).status_code == 405, (method, path)
+    page = requests.get(web.url + "/", timeout=5)
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "http" not in page.text.replace("http-equiv", ""), "the page loads nothing from elsewhere"
+    assert requests.get(web.url + "/api/history?quantity=soc&range=99y", timeout=5).status_code == 400
+    assert requests.get(web.url + "/api/history?quantity=drop&range=1h", timeout=5).status_code == 400
+    bad_device = requests.get(web.url + '/api/history?quantity=soc&range=1h&device=x" or true', timeout=5)
+    assert bad_device.status_code == 400
+
+
+@pytest.mark.parametrize("name", list(RANGES))
+def test_history_reads_raw_and_every_tier_with_bounded_points(web: WebServer, name: str) -> None:
+    body = requests.get(f"{web.url}/api/history?quantity=battery_power&range={name}", timeout=60).json()
+    now = time.time()
+    assert body["bucket"] == pick.pick_bucket(now - RANGES[name], now, now)
+    assert {s["device"] for s in body["series"]} == {"bat1", "bat2"}, body["bucket"]
+    for series in body["series"]:
+        assert 0 < len(series["t"]) <= 720
+        assert all(
+            lo <= m <= hi
+            for lo, m, hi in zip(series["min"], series["mean"], series["max"], strict=True)
+            if lo is not None
+        )
+
+
+def test_history_negates_battery_power_and_keeps_the_band_in_order(web: WebServer, influxdb: InfluxDB) -> None:
+    from influxdb_client import InfluxDBClient, WritePrecision
+    from influxdb_client.client.write_api import SYNCHRONOUS
+
+    now_ms = int(time.time() * 1000)
+    points = [
+        {
+            "measurement": "battery",
+            "tags": {"device": "neg1", "kind": "battery"},
+            "fields": {"power": -100.0 - i},
+            "time": now_ms - i * 10_000,
+        }
+        for i in range(30)
+    ]
+    with InfluxDBClient(url=influxdb.url, token=influxdb.token, org="sunbox") as client:
+        client.write_api(write_options=SYNCHRONOUS).write(
+            "sunbox_raw", record=points, write_precision=WritePrecision.MS
+        )
+    body = requests.get(f"{web.url}/api/history?quantity=battery_power&range=1h&device=neg1", timeout=30).json()
+    (series,) = body["series"]
+    assert all(100 <= m <= 130 for m in series["mean"]), "discharge is supply: positive on History"
+    assert all(lo <= m <= hi for lo, m, hi in zip(series["min"], series["mean"], series["max"], strict=True))
+
+
+def test_each_range_button_reads_the_bucket_the_shared_rule_names() -> None:
+    assert pick.flux().startswith("span = int(v: v.timeRangeStop)")
+    assert [pick.pick_bucket(time.time() - back, time.time(), time.time()) for back in RANGES.values()] == [
+        "sunbox_raw",
+        "sunbox_2m",
+        "sunbox_5m",
+        "sunbox_30m",
+        "sunbox_30m",
+        "sunbox_2h",
+    ]
+
+
+def test_daily_and_monthly_energy_come_from_the_tiers(web: WebServer) -> None:
+    days = requests.get(f"{web.url}/api/energy?period=days", timeout=60).json()
+    assert 28 <= len(days["rows"]) <= 31
+    assert all(r["solar"] > 0 and r["charged"] >= 0 and r["discharged"] >= 0 for r in days["rows"])
+    months = requests.get(f"{web.url}/api/energy?period=months", timeout=60).json()
+    assert 12 <= len(months["rows"]) <= 13
+    assert requests.get(f"{web.url}/api/energy?period=weeks", timeout=5).status_code == 400
+
+
+# --- the pages in a real browser ------------------------------------------------------------
+
+
+def test_every_page_shows_the_devices_without_console_errors(
+    web: WebServer, publisher: Publisher, browser: Any
+) -> None:
+    publish_site(publisher)
+    for width, height in ((800, 480), (1920, 1080)):
+        set_viewport(browser, width, height)
+        for page in PAGES:
+            open_page(browser, web, page)
+            if page == "now":
+                wait_for(lambda: "87%" in page_text(browser) and "64%" in page_text(browser), what="SOCs on Now")
+                assert "cell overvoltage" in page_text(browser)
+                size = browser.execute_script(
+                    "const p = document.getElementById('page'); "
+                    "return [document.documentElement.scrollHeight, innerHeight, p.scrollHeight, p.clientHeight]"
+                )
+                assert size[0] <= size[1] and size[2] <= size[3], f"Now scrolls at {width}x{height}: {size}"
+            elif page == "history":
+                wait_for(lambda: browser.find_elements("css selector", "#chart canvas"), what="a chart")
+            elif page == "cells":
+                wait_for(lambda: "3909" in page_text(browser), what="cell voltages")
+            else:
+                wait_for(lambda: "mppt" in page_text(browser) and "-67" in page_text(browser), what="health rows")
+            time.sleep(0.3)
+            shoot(browser, f"{page}-{width}x{height}")
+            assert console_errors(browser) == [], page
+    # every touch target is at least 48 px tall at 800x480
+    set_viewport(browser, 800, 480)
+    open_page(browser, web, "history")
+    heights = browser.execute_script(
+        "return [...document.querySelectorAll('button, .tabs a')].map(e => e.getBoundingClientRect().height)"
+    )
+    assert heights and min(heights) >= 48, heights
+
+
+def test_a_published_reading_appears_on_now(web: WebServer, publisher: Publisher, browser: Any) -> None:
+    set_viewport(browser, 800, 480)
+    open_page(browser, web, "now")
+    stamp = publisher.reading("bat1", "battery", battery_reading(soc=42.0))
+    wait_for(
+        lambda: browser.find_element("css selector", '[data-device="bat1"]').get_attribute("data-time") == str(stamp),
+        timeout=10,
+        what="the new reading on Now",
+    )
+    assert "42%" in browser.find_element("css selector", '[data-device="bat1"]').text.replace("\n", "")
+
+
+def test_a_stale_device_turns_orange_then_red(
+    mosquitto: Mosquitto, influxdb: InfluxDB, dashboards_token: str, tmp_path: Path, publisher: Publisher
+) -> None:
+    server = WebServer(tmp_path / "web", mosquitto, influxdb.url, dashboards_token, stale_after_s=1, dead_after_s=3)
+    server.start()
+    server.wait_broker()
+    try:
+        with chromium() as driver:
+            open_page(driver, server, "now")
+            publisher.reading("old1", "battery", battery_reading(soc=50.0))
+            card = '[data-device="old1"] .age'
+            wait_for(
+                lambda: driver.find_element("css selector", card).get_attribute("class").split() == ["age"],
+                what="fresh",
+            )
+            wait_for(lambda: "stale" in driver.find_element("css selector", card).get_attribute("class"), what="stale")
+            wait_for(lambda: "dead" in driver.find_element("css selector", card).get_attribute("class"), what="dead")
+    finally:
+        server.stop()
+
+
+def test_storage_down_keeps_now_live_and_history_says_so(
+    mosquitto: Mosquitto, tmp_path: Path, publisher: Publisher
+) -> None:
+    private = InfluxDB("influxd", free_port(), tmp_path / "influx")
+    private.start()
+    influx_setup.apply(private.url, private.token, layout.parse(None), layout.find_template().read_text())
+    server = WebServer(tmp_path / "web", mosquitto, private.url, private.token)
+    server.start()
+    server.wait_broker()
+    try:
+        private.stop()
+        with chromium() as driver:
+            open_page(driver, server, "history")
+            wait_for(lambda: "Storage unavailable" in driver.find_element("id", "chart").text, what="the words")
+            shoot(driver, "history-storage-down-800x480")
+            open_page(driver, server, "now")
+            publisher.reading("bat1", "battery", battery_reading(soc=33.0))
+            wait_for(lambda: "33%" in page_text(driver), what="Now still live")
+        private.start()  # storage back: History answers again, with no restart of the display
+        assert requests.get(f"{server.url}/api/history?quantity=soc&range=1h", timeout=30).status_code == 200
+        assert requests.get(f"{server.url}/api/health", timeout=30).json()["storage"] is True
+    finally:
+        server.stop()
+        private.stop()
+
+
+def test_broker_stop_shows_it_and_the_page_recovers(influxdb: InfluxDB, dashboards_token: str, tmp_path: Path) -> None:
+    broker = Mosquitto("mosquitto", free_port(), tmp_path / "mosquitto")
+    broker.start()
+    server = WebServer(tmp_path / "web", broker, influxdb.url, dashboards_token)
+    server.start()
+    server.wait_broker()
+    pub = Publisher(broker)
+    try:
+        with chromium() as driver:
+            open_page(driver, server, "now")
+            pub.reading("bat5", "battery", battery_reading(soc=71.0))
+            wait_for(lambda: "71%" in page_text(driver), what="first reading")
+            broker.stop()
+            wait_for(lambda: "broker down" in driver.find_element("id", "status").text, what="broker down shown")
+            assert "71%" in page_text(driver), "values stay, with their age"
+            broker.start()
+            server.wait_broker(timeout=60)
+            wait_for(lambda: "live" in driver.find_element("id", "status").text, timeout=30, what="live again")
+            pub.reading("bat5", "battery", battery_reading(soc=72.0))
+            wait_for(
+                lambda: "72%" in page_text(driver),
+                timeout=30,
+                what="new reading after restart",
+            )
+    finally:
+        pub.close()
+        server.stop()
+        broker.stop()

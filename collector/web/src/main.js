@@ -1,0 +1,450 @@
+// Sunbox display: Now, History, Cells, Health. Live values over one WebSocket
+// (/api/live), history from /api/history and /api/energy. Every value shows how old it
+// is: fresh, stale (orange), dead (red) or unknown (a dash). Nothing is fetched from
+// anywhere but the Pi itself.
+import uPlot from "uplot";
+
+const app = {
+  devices: new Map(),
+  broker: null,
+  collectorOnline: null,
+  offsetMs: 0, // server clock minus this browser's clock
+  staleS: 60,
+  deadS: 300,
+  link: "connecting", // the page's own WebSocket: connecting, live, lost
+  skipped: {},
+  messages: 0,
+  storage: null, // last /api/health answer about InfluxDB
+  history: { range: "24h", quantity: "soc", zoom: null, chart: null, seq: 0 },
+};
+
+// --- formatting ------------------------------------------------------------------------
+
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const known = (v) => v !== null && v !== undefined && Number.isFinite(v);
+function num(v, digits = 0, unit = "") {
+  if (!known(v)) return "—";
+  return `${v.toFixed(digits)}${unit ? "\u202f" + unit : ""}`;
+}
+function watts(v) {
+  if (!known(v)) return "—";
+  const a = Math.abs(v);
+  return a >= 10000 ? `${(a / 1000).toFixed(1)}\u202fkW` : `${a.toFixed(0)}\u202fW`;
+}
+function duration(s) {
+  if (!known(s)) return "—";
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${(s / 3600).toFixed(s < 36000 ? 1 : 0)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
+const serverNow = () => Date.now() + app.offsetMs;
+
+function freshness(device) {
+  if (!device || !known(device.received_ms)) return "unknown";
+  const age = (serverNow() - device.received_ms) / 1000;
+  if (age < app.staleS) return "fresh";
+  return age < app.deadS ? "stale" : "dead";
+}
+function ageChip(device) {
+  const f = freshness(device);
+  const text = f === "unknown" ? "no reading" : `${duration(Math.max(0, (serverNow() - device.received_ms) / 1000))} ago`;
+  return `<span class="age ${f === "fresh" ? "" : f}" title="${f}">${esc(text)}</span>`;
+}
+const worst = (list) => ["dead", "stale", "unknown", "fresh"].find((f) => list.includes(f)) || "unknown";
+
+// --- live connection -------------------------------------------------------------------
+
+let retry = 1000;
+function connect() {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/live`);
+  ws.onopen = () => {
+    retry = 1000;
+    app.link = "live";
+    renderStatus();
+  };
+  ws.onmessage = (event) => {
+    const m = JSON.parse(event.data);
+    if (known(m.server_time_ms)) app.offsetMs = m.server_time_ms - Date.now();
+    if (m.type === "snapshot") {
+      app.devices = new Map(m.devices.map((d) => [d.device_id, d]));
+      app.broker = m.broker;
+      app.collectorOnline = m.collector_online;
+      app.staleS = m.stale_after_s;
+      app.deadS = m.dead_after_s;
+      app.skipped = m.skipped;
+      app.messages = m.messages;
+      render();
+    } else if (m.type === "device") {
+      app.devices.set(m.device.device_id, m.device);
+      app.messages += 1;
+      renderLive();
+    } else if (m.type === "broker") {
+      app.broker = m.broker;
+      renderLive();
+    } else if (m.type === "collector") {
+      app.collectorOnline = m.online;
+      renderLive();
+    }
+  };
+  ws.onclose = () => {
+    app.link = "lost";
+    renderStatus();
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, 10000);
+  };
+}
+
+function renderStatus() {
+  const el = document.getElementById("status");
+  let text, cls;
+  if (app.link !== "live") {
+    [text, cls] = [app.link === "lost" ? "display server unreachable, retrying" : "connecting…", "bad"];
+  } else if (!app.broker || !app.broker.connected) {
+    const since = app.broker ? duration((serverNow() - app.broker.since_ms) / 1000) : "";
+    [text, cls] = [`broker down ${since}`, "bad"];
+  } else if (app.collectorOnline === false) {
+    [text, cls] = ["collector offline", "warn"];
+  } else {
+    [text, cls] = [`live · ${new Date(serverNow()).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`, "ok"];
+  }
+  el.textContent = text;
+  el.className = `status ${cls}`;
+}
+
+// --- pages -----------------------------------------------------------------------------
+
+const byKind = (kind) => [...app.devices.values()].filter((d) => d.kind === kind && d.state);
+const alive = (d) => freshness(d) !== "dead";
+function sum(list, pick) {
+  const values = list.filter(alive).map(pick).filter(known);
+  return values.length ? values.reduce((a, b) => a + b, 0) : null;
+}
+
+function nowPage() {
+  const batteries = byKind("battery");
+  const chargers = byKind("charger");
+  const inverters = byKind("inverter");
+  const chargeOut = (s) => (known(s.charge_power) ? s.charge_power : known(s.battery_voltage) && known(s.battery_current) ? s.battery_voltage * s.battery_current : null);
+  const pv = sum(chargers, (d) => (known(d.state.pv_power) ? d.state.pv_power : chargeOut(d.state)));
+  const charged = sum(chargers, (d) => chargeOut(d.state));
+  const battery = sum(batteries, (d) => d.state.power);
+  const load = known(charged) && known(battery) ? Math.max(0, charged - battery) : null;
+  const ac = sum(inverters, (d) => d.state.ac_out_power);
+  const pvVolts = Math.max(...chargers.map((d) => d.state.pv_voltage).filter(known), -1);
+  const chargeState = chargers.map((d) => d.state.charge_state).find((s) => s);
+  const fc = worst(chargers.map(freshness));
+  const fb = worst(batteries.map(freshness));
+  const socs = batteries.filter(alive).map((d) => d.state.soc).filter(known);
+  const soc = socs.length ? socs.reduce((a, b) => a + b, 0) / socs.length : null;
+  const on = (v) => known(v) && Math.abs(v) >= 5;
+  const direction = !known(battery) ? "—" : battery > 5 ? "charging" : battery < -5 ? "discharging" : "idle";
+  const node = (x, y, cls, label, big, small) => `
+    <g class="node ${cls}" transform="translate(${x},${y})">
+      <rect width="170" height="104" rx="14"></rect>
+      <text class="label" x="12" y="24">${esc(label)}</text>
+      <text class="big" x="12" y="62">${esc(big)}</text>
+      <text class="small" x="12" y="88">${esc(small)}</text>
+    </g>`;
+  const flow = `
+    <svg viewBox="0 0 480 400" role="img" aria-label="Power flow: solar ${watts(pv)}, battery ${direction} ${watts(battery)}, load ${watts(load)}">
+      <path class="pipe solar ${on(pv) ? "on" : ""}" d="M180 62 H300"></path>
+      <path class="pipe charge ${on(charged) ? "on" : ""}" d="M385 114 V200"></path>
+      <path class="pipe ${battery < 0 ? "discharge" : "charge"} ${on(battery) ? "on" : ""} ${battery < 0 ? "reverse" : ""}" d="M385 200 H95 V286"></path>
+      <path class="pipe load ${on(load) ? "on" : ""}" d="M385 200 V286"></path>
+      ${node(10, 10, fc, "Solar", watts(pv), pvVolts >= 0 ? `PV ${num(pvVolts, 1, "V")}` : `${chargers.length} charger(s)`)}
+      ${node(300, 10, fc, "Charger", watts(charged), chargeState || "—")}
+      ${node(10, 288, fb, "Battery", watts(battery), `${direction}${known(soc) ? ` · ${soc.toFixed(0)} %` : ""}`)}
+      ${node(300, 288, worst([fc, fb]), "Load", watts(load), known(ac) ? `AC ${watts(ac)}` : "computed")}
+    </svg>`;
+  const others = [...app.devices.values()].filter((d) => d.kind !== "battery");
+  const chips = `<div class="chips">${others
+    .map((d) => `<span class="chip" data-device="${esc(d.device_id)}">${esc(d.device_id)} ${ageChip(d)}</span>`)
+    .join("")}</div>`;
+  const cards = batteries.length
+    ? batteries.map(batteryCard).join("")
+    : `<div class="card notice">No battery reading yet. The collector publishes one per poll.</div>`;
+  return `<div class="now"><div class="flow">${flow}${chips}</div><div class="side${batteries.length > 3 ? " compact" : ""}">${cards}</div></div>`;
+}
+
+function batteryCard(d) {
+  const s = d.state;
+  const f = freshness(d);
+  let left = "";
+  if (known(s.time_to_go)) left = `${duration(s.time_to_go)} left`;
+  else if (known(s.current) && s.current < -0.05 && known(s.capacity_remaining)) left = `≈ ${duration((s.capacity_remaining / -s.current) * 3600)} left`;
+  else if (known(s.current) && s.current > 0.05 && known(s.capacity_nominal) && known(s.capacity_remaining))
+    left = `full in ≈ ${duration((Math.max(0, s.capacity_nominal - s.capacity_remaining) / s.current) * 3600)}`;
+  const tlist = (s.temperatures || []).filter(known).concat(known(s.battery_temperature) ? [s.battery_temperature] : []);
+  const tlo = Math.min(...tlist).toFixed(0);
+  const thi = Math.max(...tlist).toFixed(0);
+  const temps = tlist.length ? (tlo === thi ? tlo : `${tlo}–${thi}`) : "";
+  const spread = known(s.cell_voltage_delta) ? `Δ ${(s.cell_voltage_delta * 1000).toFixed(0)} mV` : "";
+  const alarms = d.alarms && d.alarms.length ? `<div class="alarms">⚠ ${esc(d.alarms.join(", "))}</div>` : "";
+  return `<section class="card battery ${f}" data-device="${esc(d.device_id)}" data-time="${esc(s.time_ms)}">
+    <h2><span class="name">${esc(d.device_id)}</span>${ageChip(d)}</h2>
+    <div class="soc v">${known(s.soc) ? `${s.soc.toFixed(0)}<small>%</small>` : "—"}</div>
+    <div class="facts v"><b>${num(s.voltage, 2, "V")}</b> · <b>${num(s.current, 1, "A")}</b><br>
+      ${esc(left || "—")}<br>${esc([spread, temps ? `${temps} °C` : ""].filter(Boolean).join(" · ") || "")}</div>
+    ${alarms}</section>`;
+}
+
+function cellsPage() {
+  const batteries = byKind("battery").filter((d) => Array.isArray(d.state.cell_voltages));
+  if (!batteries.length) return `<div class="notice">No battery reports cell voltages yet.</div>`;
+  return `<div class="cells">${batteries
+    .map((d) => {
+      const cells = d.state.cell_voltages;
+      const present = cells.filter(known);
+      const lo = Math.min(2.5, ...present.map((v) => v - 0.05));
+      const hi = Math.max(3.65, ...present.map((v) => v + 0.05));
+      const min = Math.min(...present);
+      const max = Math.max(...present);
+      const bits = d.state.balance_bits || 0;
+      const bars = cells
+        .map((v, i) => {
+          const cls = [!known(v) ? "absent" : v === min && min !== max ? "low" : v === max && min !== max ? "high" : "", (bits >>> i) & 1 ? "balancing" : ""].join(" ");
+          const h = known(v) ? ((v - lo) / (hi - lo)) * 100 : 2;
+          return `<div class="cell ${cls}" title="cell ${i + 1}: ${known(v) ? v.toFixed(3) + " V" : "absent"}">
+            <div class="mv">${known(v) ? (v * 1000).toFixed(0) : "—"}</div><div class="fill" data-h="${h.toFixed(1)}"></div><div class="n">${i + 1}</div></div>`;
+        })
+        .join("");
+      const balancing = cells.map((_, i) => ((bits >>> i) & 1 ? i + 1 : null)).filter((i) => i);
+      return `<section class="card ${freshness(d)}" data-device="${esc(d.device_id)}">
+        <h2><span class="name">${esc(d.device_id)} · ${cells.length} cells</span>${ageChip(d)}</h2>
+        <div class="facts v">min <b>${num(min, 3, "V")}</b> · max <b>${num(max, 3, "V")}</b> · spread <b>${present.length ? ((max - min) * 1000).toFixed(0) : "—"} mV</b>
+          · balancing: ${balancing.length ? esc(balancing.join(", ")) : "none"}</div>
+        <div class="bars">${bars}</div></section>`;
+    })
+    .join("")}</div>`;
+}
+
+function healthPage() {
+  const b = app.broker;
+  const rows = [...app.devices.values()]
+    .sort((a, c) => a.device_id.localeCompare(c.device_id))
+    .map((d) => {
+      const h = d.health || {};
+      const link = h.connected === true || d.online === true ? `<span class="ok">up</span>` : h.connected === false || d.online === false ? `<span class="bad">down</span>` : "—";
+      return `<tr data-device="${esc(d.device_id)}"><td>${esc(d.device_id)}</td><td>${esc(d.kind || "—")}</td><td>${ageChip(d)}</td><td>${link}</td>
+        <td>${num(h.reconnects)}</td><td>${num(h.rssi, 0, "dBm")}</td><td>${num(h.poll_latency_ms, 0, "ms")}</td><td>${num(h.errors_total)}</td>
+        <td class="err">${esc(h.last_error || "")}</td></tr>`;
+    })
+    .join("");
+  const skipped = Object.entries(app.skipped || {});
+  const storage = app.storage === null ? "checking…" : app.storage ? `<span class="ok">up</span>` : `<span class="bad">storage unavailable</span>`;
+  return `<section class="card"><h2>Services</h2><div class="facts">
+      Display ↔ broker: ${b && b.connected ? `<span class="ok">connected</span>` : `<span class="bad">down (${esc(b ? b.reason : "starting")})</span>`}
+      · Collector: ${app.collectorOnline === true ? `<span class="ok">online</span>` : app.collectorOnline === false ? `<span class="bad">offline</span>` : "—"}
+      · InfluxDB: ${storage}
+      · Messages: ${app.messages}, skipped ${skipped.reduce((a, [, n]) => a + n, 0)}${skipped.length ? ` (${esc(skipped.map(([k, n]) => `${k}: ${n}`).join("; "))})` : ""}</div></section>
+    <section class="card gap"><table><thead><tr><th>device</th><th>kind</th><th>last reading</th><th>link</th><th>reconnects</th>
+      <th>RSSI</th><th>poll</th><th>errors</th><th>last error</th></tr></thead><tbody>${rows || `<tr><td colspan="9" class="muted">no device yet</td></tr>`}</tbody></table></section>`;
+}
+
+// --- History ---------------------------------------------------------------------------
+
+const QUANTITIES = [
+  ["soc", "SOC"],
+  ["battery_power", "Battery W"],
+  ["solar_power", "Solar W"],
+  ["voltage", "Volts"],
+  ["cell_delta", "Cell Δ"],
+  ["energy_days", "kWh/day"],
+  ["energy_months", "kWh/month"],
+];
+const RANGES = ["1h", "24h", "7d", "30d", "1y", "10y"];
+const COLORS = ["#4ca3ff", "#f5b700", "#4cc38a", "#c77dff", "#ff8b3d", "#e5484d"];
+
+function historyPage() {
+  const h = app.history;
+  const energy = h.quantity.startsWith("energy");
+  return `<div class="hist">
+    <div class="row" role="group" aria-label="Range">${RANGES.map((r) => `<button data-range="${r}" aria-pressed="${!energy && !h.zoom && h.range === r}" ${energy ? "disabled" : ""}>${r}</button>`).join("")}
+      ${h.zoom ? `<button data-unzoom>Reset zoom</button>` : ""}</div>
+    <div class="row" role="group" aria-label="Quantity">${QUANTITIES.map(([q, label]) => `<button data-quantity="${q}" aria-pressed="${h.quantity === q}">${esc(label)}</button>`).join("")}</div>
+    <div class="chart" id="chart"><div class="notice">loading…</div></div></div>`;
+}
+
+async function loadHistory() {
+  const h = app.history;
+  const seq = ++h.seq;
+  const el = document.getElementById("chart");
+  if (!el) return;
+  let url;
+  if (h.quantity.startsWith("energy")) url = `/api/energy?period=${h.quantity === "energy_days" ? "days" : "months"}`;
+  else if (h.zoom) url = `/api/history?quantity=${h.quantity}&start=${h.zoom[0]}&stop=${h.zoom[1]}`;
+  else url = `/api/history?quantity=${h.quantity}&range=${h.range}`;
+  let body;
+  try {
+    const response = await fetch(url);
+    body = await response.json();
+    if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+  } catch (error) {
+    if (seq !== h.seq) return;
+    const storage = String(error.message).includes("storage unavailable");
+    el.innerHTML = `<div class="notice bad">${storage ? "Storage unavailable: history cannot be read right now. The live values on Now keep working." : esc(error.message)}</div>`;
+    return;
+  }
+  if (seq !== h.seq) return;
+  if (h.chart) h.chart.destroy();
+  h.chart = null;
+  el.innerHTML = "";
+  if (h.quantity.startsWith("energy")) return energyChart(el, body);
+  if (!body.series.length) {
+    el.innerHTML = `<div class="notice">No data in this range.</div>`;
+    return;
+  }
+  const tables = body.series.map((s) => [s.t, s.mean, s.min, s.max]);
+  const data = tables.length === 1 ? tables[0] : uPlot.join(tables);
+  const series = [{}];
+  const bands = [];
+  body.series.forEach((s, i) => {
+    const color = COLORS[i % COLORS.length];
+    const base = series.length;
+    series.push({ label: `${s.device}`, stroke: color, width: 2, value: (u, v) => num(v, body.unit === "V" ? 2 : 1, body.unit) });
+    series.push({ label: `${s.device} min`, stroke: "transparent", width: 0, points: { show: false } });
+    series.push({ label: `${s.device} max`, stroke: "transparent", width: 0, points: { show: false } });
+    bands.push({ series: [base + 2, base + 1], fill: `${color}33` });
+  });
+  const rect = el.getBoundingClientRect();
+  const roomy = rect.height > 420;
+  h.chart = new uPlot(
+    {
+      title: `${body.label} · ${body.bucket.replace("sunbox_", "")} (${body.window_s > 1 ? duration(body.window_s) + " windows" : "raw"})`,
+      width: Math.max(300, rect.width - 8),
+      height: Math.max(160, rect.height - (roomy ? 90 : 40)),
+      series,
+      bands,
+      axes: [{ stroke: "#9aa7b4", grid: { stroke: "#2c3641" } }, { stroke: "#9aa7b4", grid: { stroke: "#2c3641" }, size: 60 }],
+      legend: { show: roomy, live: true },
+      cursor: { drag: { x: true, y: false } },
+      hooks: {
+        setSelect: [
+          (u) => {
+            if (u.select.width < 10) return;
+            const start = u.posToVal(u.select.left, "x");
+            const stop = u.posToVal(u.select.left + u.select.width, "x");
+            if (stop - start >= 60) {
+              app.history.zoom = [Math.floor(start), Math.ceil(stop)];
+              showPage();
+            }
+          },
+        ],
+      },
+    },
+    data,
+    el,
+  );
+}
+
+function energyChart(el, body) {
+  const rows = body.rows;
+  if (!rows.length) {
+    el.innerHTML = `<div class="notice">No energy data yet: the tiers fill as time passes.</div>`;
+    return;
+  }
+  const keys = [
+    ["solar", "solar", "#f5b700"],
+    ["charged", "into battery", "#4cc38a"],
+    ["discharged", "out of battery", "#ff8b3d"],
+    ["load", "load", "#c77dff"],
+  ];
+  const max = Math.max(1, ...rows.flatMap((r) => keys.map(([k]) => r[k] || 0)));
+  const rect = el.getBoundingClientRect();
+  const w = Math.max(300, rect.width - 16);
+  const hgt = Math.max(160, rect.height - 60);
+  const slot = w / rows.length;
+  const bar = Math.max(2, (slot * 0.8) / keys.length);
+  const label = (t) => new Date(t * 1000).toLocaleDateString([], body.period === "days" ? { day: "numeric", month: "short" } : { month: "short", year: "2-digit" });
+  const bars = rows
+    .map((r, i) =>
+      keys
+        .map(([k, , color], j) => {
+          const v = r[k] || 0;
+          const bh = (v / max) * (hgt - 20);
+          return `<rect x="${(i * slot + slot * 0.1 + j * bar).toFixed(1)}" y="${(hgt - bh).toFixed(1)}" width="${(bar - 1).toFixed(1)}" height="${bh.toFixed(1)}" fill="${color}"><title>${esc(label(r.start))} ${k}: ${(v / 1000).toFixed(2)} kWh</title></rect>`;
+        })
+        .join(""),
+    )
+    .join("");
+  const step = Math.ceil(rows.length / 8);
+  const ticks = rows
+    .map((r, i) => (i % step === 0 ? `<text x="${(i * slot + slot / 2).toFixed(1)}" y="${hgt + 16}" fill="#9aa7b4" font-size="13" text-anchor="middle">${esc(label(r.start))}</text>` : ""))
+    .join("");
+  el.innerHTML = `<div class="row legend">${keys.map(([k, name]) => `<span><span class="key ${k}">■</span> ${name}</span>`).join(" ")}
+      <span class="muted">max ${(max / 1000).toFixed(2)} kWh · from ${esc(body.bucket.replace("sunbox_", ""))} windows</span></div>
+    <svg width="${w}" height="${hgt + 22}" role="img" aria-label="Energy per ${body.period === "days" ? "day" : "month"}">${bars}${ticks}</svg>`;
+}
+
+// --- routing and rendering -------------------------------------------------------------
+
+const PAGES = { now: nowPage, history: historyPage, cells: cellsPage, health: healthPage };
+const route = () => (location.hash.slice(1) in PAGES ? location.hash.slice(1) : "now");
+
+function showPage() {
+  const page = route();
+  for (const a of document.querySelectorAll(".tabs a")) a.setAttribute("aria-current", a.dataset.page === page ? "page" : "false");
+  const main = document.getElementById("page");
+  main.className = page === "now" ? "fit" : "";
+  if (page !== "history" && app.history.chart) {
+    app.history.chart.destroy();
+    app.history.chart = null;
+  }
+  main.innerHTML = PAGES[page]();
+  applyHeights(main);
+  main.dataset.page = page;
+  if (page === "history") loadHistory();
+  if (page === "health") checkStorage();
+}
+
+// The CSP allows no inline style attributes: bar heights are set through the CSSOM.
+function applyHeights(root) {
+  for (const el of root.querySelectorAll("[data-h]")) el.style.height = `${el.dataset.h}%`;
+}
+
+function render() {
+  renderStatus();
+  showPage();
+}
+
+// Live pages redraw on every reading and every second (ages); History only on request.
+function renderLive() {
+  renderStatus();
+  if (route() !== "history") showPage();
+}
+
+let storageCheckedAt = 0;
+async function checkStorage() {
+  if (Date.now() - storageCheckedAt < 10000) return;
+  storageCheckedAt = Date.now();
+  try {
+    const body = await (await fetch("/api/health")).json();
+    app.storage = body.storage;
+  } catch {
+    app.storage = false;
+  }
+  if (route() === "health") document.getElementById("page").innerHTML = healthPage();
+}
+
+document.addEventListener("click", (event) => {
+  const t = event.target.closest("button");
+  if (!t) return;
+  const h = app.history;
+  if (t.dataset.range) Object.assign(h, { range: t.dataset.range, zoom: null });
+  else if (t.dataset.quantity) Object.assign(h, { quantity: t.dataset.quantity, zoom: null });
+  else if ("unzoom" in t.dataset) h.zoom = null;
+  else return;
+  showPage();
+});
+window.addEventListener("hashchange", showPage);
+let resizeTimer;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => route() === "history" && loadHistory(), 200);
+});
+setInterval(renderLive, 1000);
+document.addEventListener("DOMContentLoaded", () => {
+  render();
+  connect();
+});

@@ -1,0 +1,107 @@
+"""Seed a test InfluxDB with 23 h of raw readings and years of tier data.
+
+Shared by the dashboards' tests (``grafana/tests``) and the display's
+(``collector/tests/test_web*.py``): the default layout is applied (org ``sunbox``), three
+devices (``bat1``, ``bat2`` batteries and ``mppt`` charger, from the captured JBD and
+LiTime frames) get one raw reading a minute for 23 h, and every tier gets windows back
+to its retention (at most 10 years) with mean, ``_min`` and ``_max`` fields.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from sunbox.model import Health
+from sunbox.protocols import jbd, litime
+from sunbox.storage import influx_setup, layout
+from sunbox.storage.points import is_measured, parse_message
+
+from .servers import InfluxDB
+
+FIXTURES = Path(__file__).resolve().parents[4] / "collector" / "tests" / "fixtures" / "devices.json"
+DAY = 86_400
+DEVICES = [("bat1", "battery"), ("bat2", "battery"), ("mppt", "charger")]
+
+
+def samples() -> dict[str, dict[str, Any]]:
+    data = json.loads(FIXTURES.read_text())
+    battery: dict[str, Any] = {}
+    for frame in data["jbd"][:3]:
+        battery.update(jbd.decode(bytes.fromhex(frame["hex"])))
+    cells = battery["cell_voltages"]  # derived as the JBD driver does
+    battery |= {
+        "cell_voltage_min": min(cells),
+        "cell_voltage_max": max(cells),
+        "cell_voltage_delta": max(cells) - min(cells),
+    }
+    charger: dict[str, Any] = {}
+    for frame in data["litime_mppt"]:
+        charger.update(litime.decode(bytes.fromhex(frame["hex"])))
+    health = Health("x", connected=True, rssi=-70, poll_latency_ms=2.0).snapshot(0).values
+    return {"battery": battery, "charger": charger, "health": health}
+
+
+def tier_fields(fields: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if not is_measured(name):
+            out[name] = value
+        else:
+            mean = value * (1 + rng.uniform(-0.02, 0.02))
+            out[name], out[f"{name}_min"], out[f"{name}_max"] = mean, mean * 0.98, mean * 1.02
+    return out
+
+
+def seed_history(influxdb: InfluxDB) -> str:
+    """Seed ``influxdb`` (see the module docstring); return the read-only dashboards token."""
+    result = influx_setup.apply(influxdb.url, influxdb.token, layout.parse(None), layout.find_template().read_text())
+    now_ms = int(time.time() * 1000)
+    rng = random.Random(5)
+    measured = samples()
+    raw = []
+    for t in range(now_ms - 23 * 3_600_000, now_ms - 5000, 60_000):
+        for device, kind in DEVICES:
+            for measurement in (kind, "health"):
+                values = dict(measured[measurement])
+                if measurement == "health":
+                    values["last_reading_ms"] = t
+                body = json.dumps({"device_id": device, "kind": measurement, "time_ms": t, **values}).encode()
+                topic = f"sunbox/{device}/{'health' if measurement == 'health' else 'state'}"
+                raw.append(parse_message(topic, body, now_ms).to_record())
+    tiers: dict[str, list[dict[str, Any]]] = {}
+    spacing = {"2m": 600_000, "5m": 3_600_000, "30m": 6 * 3_600_000, "2h": 2 * 86_400_000}
+    default = layout.parse(None)
+    for tier in default.tiers:
+        every = tier.every * 1000
+        points = []
+        first = now_ms - min(tier.retention, 3650 * DAY) * 1000 + every
+        for window in range(first - first % every, now_ms - every, spacing[tier.name]):
+            for device, kind in DEVICES:
+                for measurement in (kind, "health"):
+                    topic = f"sunbox/{device}/{'health' if measurement == 'health' else 'state'}"
+                    body = json.dumps(
+                        {"device_id": device, "kind": measurement, "time_ms": now_ms, **measured[measurement]}
+                    ).encode()
+                    points.append(
+                        {
+                            "measurement": measurement,
+                            "tags": {"device": device, "kind": measurement},
+                            "fields": tier_fields(parse_message(topic, body, now_ms).fields, rng),
+                            "time": window,
+                        }
+                    )
+            points.append({"measurement": "sunbox_tier", "fields": {"raw_values": 300}, "time": window})
+        tiers[default.bucket_of(tier)] = points
+    with InfluxDBClient(url=influxdb.url, token=influxdb.token, org="sunbox", timeout=120_000) as client:
+        api = client.write_api(write_options=SYNCHRONOUS)
+        api.write("sunbox_raw", record=raw, write_precision=WritePrecision.MS)
+        for bucket, points in tiers.items():
+            api.write(bucket, record=points, write_precision=WritePrecision.MS)
+    return str(result.tokens["dashboards"])
