@@ -7,8 +7,12 @@ root=$(pwd)
 missing=()
 { command -v mosquitto_passwd >/dev/null 2>&1 && [ -x /usr/sbin/mosquitto ]; } || missing+=(mosquitto)
 command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)  # the pairing-agent test's private bus
+# the display's browser tests: Debian's Chromium driven through Debian's chromedriver
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
+    echo "tools/test.sh: installing ${missing[*]}"
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
   else
     echo "tools/test.sh: missing ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}'" >&2

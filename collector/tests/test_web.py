@@ -327,3 +327,56 @@ def test_broker_stop_shows_it_and_the_page_recovers(influxdb: InfluxDB, dashboar
         pub.close()
         server.stop()
         broker.stop()
+
+
+# --- the LAN viewers' password -------------------------------------------------------------
+
+
+class _Peer:
+    """The network side of a request: only its address matters to the password check."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return (self.address, 50_000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_lan_browsers_need_the_viewer_password_and_the_kiosk_does_not(tmp_path: Path) -> None:
+    from aiohttp import web as aioweb
+    from aiohttp.test_utils import make_mocked_request
+
+    from sunbox.web.config import parse
+    from sunbox.web.server import WebApp
+
+    secret = tmp_path / "viewer"
+    secret.write_text("cabin-2026\n")
+    config = parse(
+        {
+            "mqtt": {"username": "u", "password": "p"},
+            "influx": {"token": "t"},
+            "viewer_password_file": str(secret),
+        }
+    )
+    app = WebApp(config, None)
+
+    async def handler(_request: aioweb.Request) -> aioweb.StreamResponse:
+        return aioweb.json_response({"ok": True})
+
+    async def answer(address: str, password: str | None) -> aioweb.StreamResponse:
+        headers = {}
+        if password is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"anyone:{password}".encode()).decode()
+        request = make_mocked_request("GET", "/api/state", headers=headers, transport=_Peer(address))
+        return await app.guard(request, handler)
+
+    assert (await answer("127.0.0.1", None)).status == 200  # the kiosk on the Pi itself
+    assert (await answer("::1", None)).status == 200
+    lan = await answer("192.0.2.10", None)  # a documentation address: nothing is sent anywhere
+    assert lan.status == 401 and lan.headers["WWW-Authenticate"].startswith("Basic")
+    assert (await answer("192.0.2.10", "wrong")).status == 401
+    ok = await answer("192.0.2.10", "cabin-2026")
+    assert ok.status == 200 and "default-src 'none'" in ok.headers["Content-Security-Policy"]

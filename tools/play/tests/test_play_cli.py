@@ -78,6 +78,7 @@ def test_with_every_secret_given_the_check_passes(tmp_path: Path) -> None:
             for name in (
                 "mqtt_collector_password",
                 "mqtt_store_password",
+                "mqtt_web_password",
                 "influxdb_admin_password",
                 "influxdb_admin_token",
                 "grafana_admin_password",

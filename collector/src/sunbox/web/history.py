@@ -16,18 +16,25 @@ solar (the chargers' ``charge_power``) and load (solar − charged + discharged)
 over devices, from the window means of the tier the rule picks for the period. A
 window whose power changes sign inside it counts only its net mean: the figures are a
 slight under-estimate of both charge and discharge, never a double count.
+
+Queries go to InfluxDB's HTTP API (``POST /api/v2/query``, CSV without annotations)
+through aiohttp, which the display already runs on, rather than through
+``influxdb-client``: that library's generated API models cost the display about 20 MB
+of its 60 MB memory budget, for one endpoint and a CSV table.
 """
 
 from __future__ import annotations
 
-import asyncio
 import calendar
+import csv
+import io
 import math
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from influxdb_client import InfluxDBClient
+import aiohttp
 
 from sunbox.config import DEVICE_ID_PATTERN
 from sunbox.storage import pick
@@ -91,20 +98,26 @@ def _time(seconds: float) -> str:
 def series_flux(
     quantity: Quantity, bucket: str, start_s: float, stop_s: float, every_s: int, device: str | None
 ) -> str:
-    """Mean, min and max per window of one quantity, per device (pure; inputs already checked)."""
+    """Mean, min and max per window of one quantity, per device (pure; inputs already checked).
+
+    Each of the three is a whole ``from |> range |> filter |> aggregateWindow`` chain, so
+    InfluxDB pushes the range, the filter and the window aggregate down to storage (a
+    shared ``data`` variable would make it read every field of the measurement).
+    """
     raw = bucket == pick.RULE[0].bucket
     low, high = (quantity.field, quantity.field) if raw else (f"{quantity.field}_min", f"{quantity.field}_max")
     device_test = f' and r.device == "{device}"' if device else ""
-    return f"""data = from(bucket: "{bucket}")
+    parts = []
+    for name, field, fn in (("mean", quantity.field, "mean"), ("min", low, "min"), ("max", high, "max")):
+        parts.append(
+            f"""series_{name} = from(bucket: "{bucket}")
     |> range(start: {_time(start_s)}, stop: {_time(stop_s)})
-    |> filter(fn: (r) => r._measurement == "{quantity.measurement}"{device_test})
-mean = data |> filter(fn: (r) => r._field == "{quantity.field}")
-    |> aggregateWindow(every: {every_s}s, fn: mean, createEmpty: false) |> set(key: "_field", value: "mean")
-low = data |> filter(fn: (r) => r._field == "{low}")
-    |> aggregateWindow(every: {every_s}s, fn: min, createEmpty: false) |> set(key: "_field", value: "min")
-high = data |> filter(fn: (r) => r._field == "{high}")
-    |> aggregateWindow(every: {every_s}s, fn: max, createEmpty: false) |> set(key: "_field", value: "max")
-union(tables: [mean, low, high])
+    |> filter(fn: (r) => r._measurement == "{quantity.measurement}" and r._field == "{field}"{device_test})
+    |> aggregateWindow(every: {every_s}s, fn: {fn}, createEmpty: false)
+    |> set(key: "_field", value: "{name}")"""
+        )
+    return "\n".join(parts) + """
+union(tables: [series_mean, series_min, series_max])
     |> keep(columns: ["_time", "_value", "_field", "device"])
 """
 
@@ -149,29 +162,66 @@ def parse_range(range_name: str | None, start: str | None, stop: str | None, now
     return start_s, min(stop_s, now_s)
 
 
+def parse_csv(text: str) -> list[dict[str, str]]:
+    """Rows of InfluxDB's CSV answer (no annotations; a header per table), as dicts."""
+    rows: list[dict[str, str]] = []
+    header: list[str] | None = None
+    for row in csv.reader(io.StringIO(text)):
+        if not row or row == [""]:
+            header = None
+            continue
+        if header is None or row == header:
+            header = row
+            continue
+        rows.append(dict(zip(header, row, strict=False)))
+    return rows
+
+
+def _stamp(text: str) -> float:
+    """RFC 3339 (InfluxDB's ``_time``) to Unix seconds."""
+    return datetime.fromisoformat(text).timestamp()
+
+
 class History:
-    """Runs the queries (influxdb-client in a worker thread) and shapes the JSON."""
+    """Runs the queries over HTTP and shapes the JSON."""
 
     def __init__(self, config: WebInfluxConfig, max_points: int) -> None:
         self.config = config
         self.max_points = max_points
-        self._client = InfluxDBClient(
-            url=config.url, token=config.resolved_token(), org=config.org, timeout=int(config.timeout_s * 1000)
-        )
+        self._token = config.resolved_token()
+        self._session: aiohttp.ClientSession | None = None
 
-    def close(self) -> None:
-        self._client.close()
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+            self._session = aiohttp.ClientSession(timeout=timeout, headers={"Authorization": f"Token {self._token}"})
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     async def available(self) -> bool:
         """Whether InfluxDB answers its health check (for the Health page)."""
-
-        return bool(await asyncio.to_thread(self._client.ping))  # False on any failure
-
-    def _query(self, flux: str) -> list[Any]:
         try:
-            return list(self._client.query_api().query(flux, org=self.config.org))
-        except Exception as exc:  # urllib3 connection errors, ApiException: storage is away
+            async with self._client().get(f"{self.config.url}/health") as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def _query(self, flux: str) -> list[dict[str, str]]:
+        body = {"query": flux, "type": "flux", "dialect": {"header": True, "annotations": []}}
+        url = f"{self.config.url}/api/v2/query"
+        try:
+            async with self._client().post(
+                url, params={"org": self.config.org}, json=body, headers={"Accept": "application/csv"}
+            ) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise StorageUnavailable(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        if response.status != 200:
+            raise StorageUnavailable(f"HTTP {response.status}: {text[:200]}")
+        return parse_csv(text)
 
     async def series(
         self, name: str, start_s: float, stop_s: float, device: str | None, now_s: float
@@ -189,18 +239,13 @@ class History:
             raise HistoryError("device is not a device id")
         step = pick.pick(start_s, stop_s, now_s)
         every = window_for(step, stop_s - start_s, self.max_points)
-        flux = series_flux(quantity, step.bucket, start_s, stop_s, every, device)
-        tables = await asyncio.to_thread(self._query, flux)
+        rows = await self._query(series_flux(quantity, step.bucket, start_s, stop_s, every, device))
         by_device: dict[str, dict[str, dict[float, float]]] = {}
-        for table in tables:
-            for record in table.records:
-                dev = record.values.get("device") or ""
-                field = record.get_field()
-                value = record.get_value()
-                if value is None:
-                    continue
-                stamp = record.get_time().timestamp()
-                by_device.setdefault(dev, {}).setdefault(field, {})[stamp] = float(value)
+        for row in rows:
+            if not row.get("_value"):
+                continue
+            fields = by_device.setdefault(row.get("device", ""), {})
+            fields.setdefault(row["_field"], {})[_stamp(row["_time"])] = float(row["_value"])
         sign = -1.0 if quantity.negate else 1.0
         series = []
         for dev in sorted(by_device):
@@ -244,28 +289,23 @@ class History:
             raise HistoryError("period must be days or months")
         step = pick.pick(start_s, now_s, now_s)
         offset = time.localtime(now_s).tm_gmtoff
-        flux = energy_flux(step.bucket, max(step.window_s, 1), start_s, every, offset)
-        tables = await asyncio.to_thread(self._query, flux)
-        rows: dict[float, dict[str, float]] = {}
-        for table in tables:
-            for record in table.records:
-                key = {("battery", "in"): "charged", ("battery", "out"): "discharged", ("charger", "in"): "solar"}.get(
-                    (record.get_measurement(), record.get_field())
-                )
-                if key is None or record.get_value() is None:
-                    continue
-                period_start = record.values["_start"].timestamp() if "_start" in record.values else 0.0
-                stamp = record.get_time().timestamp()
-                # aggregateWindow stamps each period with its end; the page labels its start
-                label = max(period_start, _period_start(stamp, every, offset))
-                rows.setdefault(label, {})[key] = round(float(record.get_value()), 1)
+        rows = await self._query(energy_flux(step.bucket, max(step.window_s, 1), start_s, every, offset))
+        names = {("battery", "in"): "charged", ("battery", "out"): "discharged", ("charger", "in"): "solar"}
+        periods: dict[float, dict[str, float]] = {}
+        for row in rows:
+            key = names.get((row.get("_measurement", ""), row.get("_field", "")))
+            if key is None or not row.get("_value"):
+                continue
+            # aggregateWindow stamps each period with its end; the page labels its start
+            label = max(_stamp(row["_start"]), _period_start(_stamp(row["_time"]), every, offset))
+            periods.setdefault(label, {})[key] = round(float(row["_value"]), 1)
         out = []
-        for label in sorted(rows):
-            row = rows[label]
+        for label in sorted(periods):
+            values = periods[label]
             load = None
-            if "solar" in row and "charged" in row and "discharged" in row:
-                load = round(max(0.0, row["solar"] - row["charged"] + row["discharged"]), 1)
-            out.append({"start": label, **row, "load": load})
+            if "solar" in values and "charged" in values and "discharged" in values:
+                load = round(max(0.0, values["solar"] - values["charged"] + values["discharged"]), 1)
+            out.append({"start": label, **values, "load": load})
         return {"period": period, "bucket": step.bucket, "window_s": step.window_s, "rows": out}
 
 

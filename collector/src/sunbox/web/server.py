@@ -238,7 +238,7 @@ async def serve(config: WebConfig, stop: asyncio.Event, ready: Callable[[int], N
             await socket.close()
         await runner.cleanup()
         await asyncio.to_thread(feed.stop)
-        history.close()
+        await history.close()
 
 
 def run_web(config: WebConfig) -> None:
