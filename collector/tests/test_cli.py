@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -75,3 +76,17 @@ def test_scan_lists_devices_with_their_driver(tmp_path: object) -> None:
     assert lines["F9:3E:4C:00:00:09"][3] == "smartsolar"
     assert lines["D0:00:00:00:00:01"][3] == "victron-advert"
     assert all(int(parts[1]) < 0 for parts in lines.values()), "an RSSI in dBm"
+
+
+def test_web_check_names_the_key_or_the_unreadable_secret(tmp_path: Path) -> None:
+    bad_port = tmp_path / "port.yaml"
+    bad_port.write_text("mqtt: {username: u, password: p}\ninflux: {token: t}\nport: 0\n")
+    result = run("web", "--check", "-c", str(bad_port))
+    assert result.returncode == 2 and "port:" in result.stderr and "Traceback" not in result.stderr
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(f"mqtt: {{username: u, password_file: {tmp_path}/nope}}\ninflux: {{token: t}}\n")
+    result = run("web", "--check", "-c", str(missing))
+    assert result.returncode == 2 and "nope" in result.stderr and "Traceback" not in result.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text("mqtt: {username: u, password: p}\ninflux: {token: t}\n")
+    assert run("web", "--check", "-c", str(good)).returncode == 0
