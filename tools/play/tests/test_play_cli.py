@@ -74,7 +74,7 @@ def test_with_every_secret_given_the_check_passes(tmp_path: Path) -> None:
     secrets = tmp_path / "vault.yml"
     secrets.write_text(
         "".join(
-            f"vault_sunbox_{name}: test-value\n"
+            f"vault_sunbox_{name}: test-value-{name}\n"
             for name in (
                 "mqtt_collector_password",
                 "mqtt_store_password",
@@ -91,3 +91,19 @@ def test_with_every_secret_given_the_check_passes(tmp_path: Path) -> None:
     check = result.stdout.split("TASK [Every secret comes from the vault]")[1].split("PLAY [")[0]
     assert "ok: [target]" in check, result.stdout
     assert "Missing" not in result.stdout
+
+
+@needs_play_venv
+def test_the_examples_placeholders_and_short_secrets_are_refused_by_name(tmp_path: Path) -> None:
+    secrets = tmp_path / "vault.yml"
+    example = ROOT / "inventories" / "example" / "group_vars" / "all" / "vault.yml.example"
+    text = example.read_text().replace(
+        "vault_sunbox_mqtt_store_password: CHANGE-ME", "vault_sunbox_mqtt_store_password: short"
+    )
+    secrets.write_text(text)
+    result = site_play("--tags", "always", "-e", f"@{secrets}")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    check = out.split("TASK [No secret is an example value or too short]")[1]
+    assert "sunbox_mqtt_collector_password" in check and "sunbox_mqtt_store_password" in check
+    assert "CHANGE-ME" in check and "12 characters" in check
