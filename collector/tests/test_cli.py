@@ -90,3 +90,49 @@ def test_web_check_names_the_key_or_the_unreadable_secret(tmp_path: Path) -> Non
     good = tmp_path / "good.yaml"
     good.write_text("mqtt: {username: u, password: p}\ninflux: {token: t}\n")
     assert run("web", "--check", "-c", str(good)).returncode == 0
+
+
+def test_no_user_error_ends_in_a_traceback(tmp_path: Path) -> None:
+    """Every subcommand with bad input: one line on stderr, exit 1 or 2 (issue 18)."""
+    no_devices = tmp_path / "empty.yaml"
+    no_devices.write_text("mqtt: {username: u, password: p}\n")
+    no_secret = tmp_path / "secret.yaml"
+    no_secret.write_text(
+        f"mqtt: {{username: u, password_file: {tmp_path}/gone}}\n"
+        "devices: [{id: b1, driver: jbd, address: 'A4:C1:37:00:00:01'}]\n"
+    )
+    cases = [
+        ((), "COMMAND"),
+        (("influx",), "apply,render"),
+        (("decode", "jbd", "zz"), "not hex"),
+        (("decode", "vedirect", str(tmp_path / "none.dump")), "none.dump"),
+        (("sim-vedirect", str(tmp_path / "none.dump")), "none.dump"),
+        (("run", "-c", str(tmp_path / "none.yaml")), "none.yaml"),
+        (("run", "--check", "-c", str(no_devices)), "devices:"),
+        (("run", "--check", "-c", str(no_secret)), "mqtt.password_file"),
+        (("store", "-c", str(tmp_path / "none.yaml")), "none.yaml"),
+        (("web", "-c", str(tmp_path / "none.yaml")), "none.yaml"),
+        (("scan", "--timeout", "soon"), "timeout"),
+        (("influx", "apply", "--token-file", str(tmp_path / "none.token")), "none.token"),
+    ]
+    for args, words in cases:
+        result = run(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode in (1, 2), (args, result.returncode, result.stderr)
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.stderr, (args, result.stderr)
+
+
+def test_version_and_defaults_in_help() -> None:
+    assert run("--version").stdout.strip().startswith("sunbox ")
+    assert "default: /etc/sunbox/sunbox.yaml" in run("run", "--help").stdout
+
+
+def test_a_closed_pipe_is_not_an_error_message() -> None:
+    fixture = Path(__file__).parent / "fixtures" / "vedirect_bvm702.dump"
+    command = [sys.executable, "-m", "sunbox.cli", "decode", "vedirect", str(fixture)]
+    producer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert producer.stdout is not None and producer.stderr is not None
+    first = producer.stdout.readline()
+    producer.stdout.close()  # as `| head -1` does
+    producer.wait(60)
+    assert first.startswith(b"{") and b"Traceback" not in producer.stderr.read()

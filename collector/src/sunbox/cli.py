@@ -8,9 +8,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from sunbox import __version__, decode_cli
 from sunbox import config as config_mod
-from sunbox import decode_cli
 from sunbox.storage import commands as storage_commands
 
 #: keshavdv/victron-ble tests/test_solar_charger.py (BlueSolar MPPT 75/15): the advert,
@@ -20,12 +21,20 @@ SOLAR_ADVERT_TEMPLATE = "100242a0016207adceb37b605d7e0ee21b24df5c"
 SOLAR_ADVERT_PLAINTEXT = "04006c050e000300130000fe"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sunbox", description="Sunbox solar monitor collector")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="sunbox", description="Sunbox solar monitor collector")
+    parser.add_argument("--version", action="version", version=f"sunbox {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the collector service")
-    run.add_argument("-c", "--config", type=Path, default=config_mod.DEFAULT_PATH)
+    run.add_argument("-c", "--config", type=Path, default=config_mod.DEFAULT_PATH, help="configuration file")
     run.add_argument("--check", action="store_true", help="validate the configuration and exit")
     run.add_argument(
         "--once",
@@ -36,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
     scan = sub.add_parser("scan", help="list nearby devices with RSSI and the driver for each")
     scan.add_argument("-c", "--config", type=Path, default=None, help="take the BLE backend from this config")
-    scan.add_argument("-t", "--timeout", type=float, default=10.0)
-    scan.add_argument("--adapter", default="hci0")
+    scan.add_argument("-t", "--timeout", type=float, default=10.0, help="seconds to listen")
+    scan.add_argument("--adapter", default="hci0", help="Bluetooth adapter")
 
     decode_cli.add_parser(sub)
 
@@ -72,9 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     storage_commands.add_parsers(sub)
 
     web = sub.add_parser("web", help="serve the live display (touchscreen and LAN browsers)")
-    web.add_argument("-c", "--config", type=Path, default=Path("/etc/sunbox/web.yaml"))
+    web.add_argument("-c", "--config", type=Path, default=Path("/etc/sunbox/web.yaml"), help="configuration file")
     web.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    _show_defaults(parser)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand's help shows its defaults (``-c`` is /etc/sunbox/...)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+                _show_defaults(child)
 
 
 async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None) -> int:
@@ -193,8 +212,40 @@ def _web(args: argparse.Namespace) -> int:
     return 0
 
 
+BLUEZ_MISSING = (
+    "Bluetooth is not reachable: no D-Bus system bus or no BlueZ (org.bluez). "
+    "Check with `systemctl status bluetooth` and `bluetoothctl list`."
+)
+
+
+def _bluez_missing(exc: BaseException) -> bool:
+    """A failure to reach D-Bus or BlueZ itself (not a device's error)."""
+    if isinstance(exc, FileNotFoundError) and exc.filename is None:
+        return True  # dbus-fast connecting to the system bus socket
+    text = f"{type(exc).__name__}: {exc}"
+    return "org.bluez" in text and ("was not provided" in text or "ServiceUnknown" in text)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``sunbox`` command. A user's mistake is one line on stderr and exit 2, never a traceback."""
     args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # the reader went away (`sunbox decode ... | head -1`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        if args.command in ("scan", "run") and _bluez_missing(exc):
+            print(f"sunbox {args.command}: {BLUEZ_MISSING}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError) and exc.filename is not None:
+            print(f"sunbox {args.command}: {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "decode":
         return decode_cli.cmd_decode(args)
@@ -203,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_mod.load(args.config)
         except config_mod.ConfigError as exc:
             print(f"sunbox: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        problem = config_mod.check_runtime(cfg)
+        if problem:
+            print(f"sunbox: invalid configuration: {problem}", file=sys.stderr)
             return 2
         if args.check:
             print(f"{args.config}: OK, {len(config_mod_ids(cfg))} device(s)")

@@ -256,6 +256,26 @@ class Config(Strict):
         return self
 
 
+def check_runtime(config: Config) -> str | None:
+    """What the valid configuration still lacks to run, naming the key, or None.
+
+    The secret files must be readable (a missing one would make the service crash-loop),
+    and there must be something to read.
+    """
+    secrets: list[tuple[str, Path | None]] = [("mqtt.password_file", config.mqtt.password_file)]
+    secrets += [(f"venus.{i}.password_file", v.password_file) for i, v in enumerate(config.venus)]
+    for key, path in secrets:
+        if path is None:
+            continue
+        try:
+            path.read_text()
+        except OSError as exc:
+            return f"{key}: cannot read {path}: {exc.strerror}"
+    if not (config.devices or config.vedirect or config.victron_adverts or config.venus):
+        return "devices: nothing to read (devices, vedirect, victron_adverts and venus are all empty)"
+    return None
+
+
 def format_validation_error(error: ValidationError) -> str:
     """One line naming every offending key, e.g. ``devices.1.address: not a MAC``."""
     lines = []

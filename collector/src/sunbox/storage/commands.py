@@ -19,14 +19,14 @@ from . import store_config
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     store = sub.add_parser("store", help="write MQTT readings into InfluxDB (the storage service)")
-    store.add_argument("-c", "--config", type=Path, default=store_config.DEFAULT_PATH)
+    store.add_argument("-c", "--config", type=Path, default=store_config.DEFAULT_PATH, help="configuration file")
     store.add_argument("--check", action="store_true", help="validate the configuration and exit")
 
     influx = sub.add_parser("influx", help="apply the storage layout (buckets, tiers, tasks, tokens) to InfluxDB")
-    influx_sub = influx.add_subparsers(dest="influx_command", required=True)
+    influx_sub = influx.add_subparsers(dest="influx_command", required=True, metavar="{apply,render}")
     apply = influx_sub.add_parser("apply", help="converge InfluxDB to the layout, idempotently")
     apply.add_argument("-c", "--layout", type=Path, default=None, help="storage layout YAML (default: built-in)")
-    apply.add_argument("--url", default="http://localhost:8086")
+    apply.add_argument("--url", default="http://localhost:8086", help="InfluxDB")
     apply.add_argument(
         "--token-file",
         type=Path,
