@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from sunbox.protocols import jbd, litime, vedirect, victron_advert, vreg
 from sunbox.protocols.errors import FrameError
@@ -16,7 +17,7 @@ from sunbox.protocols.errors import FrameError
 PROTOCOLS = ("jbd", "litime", "victron-advert", "vreg", "vedirect")
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     decode = sub.add_parser("decode", help="decode a frame, advert, VREG message or VE.Direct capture")
     decode.add_argument("protocol", choices=PROTOCOLS)
     decode.add_argument("data", help="hex (jbd, litime, victron-advert, vreg) or a capture file or - (vedirect)")

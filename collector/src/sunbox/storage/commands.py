@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from sunbox.config import ConfigError
 
@@ -17,7 +18,7 @@ from . import layout as layout_mod
 from . import store_config
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     store = sub.add_parser("store", help="write MQTT readings into InfluxDB (the storage service)")
     store.add_argument("-c", "--config", type=Path, default=store_config.DEFAULT_PATH, help="configuration file")
     store.add_argument("--check", action="store_true", help="validate the configuration and exit")
