@@ -82,6 +82,25 @@ class BrokerConfig(Strict):
         return password
 
 
+class TokenConfig(Strict):
+    """An InfluxDB API token given inline or in a file (exactly one of the two)."""
+
+    token: str | None = None
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_token(self) -> Self:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("set exactly one of token or token_file")
+        return self
+
+    def resolved_token(self) -> str:
+        """The token, read from ``token_file`` when that is set."""
+        token = resolve_secret(self.token, self.token_file)
+        assert token is not None
+        return token
+
+
 class MqttConfig(BrokerConfig):
     """The collector's broker connection and Home Assistant discovery."""
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from sunbox.config import BrokerConfig, ConfigError, Strict, read_yaml, resolve_secret, validate
+from sunbox.config import BrokerConfig, ConfigError, Strict, TokenConfig, read_yaml, validate
 
 DEFAULT_PATH = Path("/etc/sunbox/store.yaml")
 
@@ -28,27 +28,13 @@ class StoreMqttConfig(BrokerConfig):
     dead_letter_topic: str = "sunbox/deadletter"
 
 
-class InfluxConfig(Strict):
+class InfluxConfig(TokenConfig):
     """Where the writer writes: the raw bucket, with the writer's write-only token."""
 
     url: str = "http://localhost:8086"
     org: str = "sunbox"
     bucket: str = "sunbox_raw"
-    token: str | None = None
-    token_file: Path | None = None
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
-
-    @model_validator(mode="after")
-    def _one_token(self) -> Self:
-        if (self.token is None) == (self.token_file is None):
-            raise ValueError("set exactly one of token or token_file")
-        return self
-
-    def resolved_token(self) -> str:
-        """The token, read from ``token_file`` when that is set."""
-        token = resolve_secret(self.token, self.token_file)
-        assert token is not None
-        return token
 
 
 class StoreConfig(Strict):
