@@ -203,6 +203,14 @@ def test_daily_and_monthly_energy_come_from_the_tiers(web: WebServer) -> None:
     assert requests.get(f"{web.url}/api/energy?period=weeks", timeout=5).status_code == 400
 
 
+def test_gaps_count_the_windows_without_a_reading(web: WebServer) -> None:
+    # the seed holds one reading a minute from 23 h ago: the first hour of 24 h is a gap
+    body = requests.get(f"{web.url}/api/gaps", timeout=60).json()
+    assert body["window_s"] == 600
+    for device in ("bat1", "bat2", "mppt"):
+        assert 5 <= body["devices"][device] <= 9, body["devices"]
+
+
 # --- the pages in a real browser ------------------------------------------------------------
 
 
@@ -228,6 +236,7 @@ def test_every_page_shows_the_devices_without_console_errors(
                 wait_for(lambda: "3909" in page_text(browser), what="cell voltages")
             else:
                 wait_for(lambda: "mppt" in page_text(browser) and "-67" in page_text(browser), what="health rows")
+                assert "gaps 24 h" in page_text(browser)
             time.sleep(0.3)
             shoot(browser, f"{page}-{width}x{height}")
             assert console_errors(browser) == [], page

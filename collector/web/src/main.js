@@ -15,6 +15,7 @@ const app = {
   skipped: {},
   messages: 0,
   storage: null, // last /api/health answer about InfluxDB
+  gaps: {}, // device -> 10-minute windows without a reading in the last 24 h
   history: { range: "24h", quantity: "soc", zoom: null, chart: null, seq: 0 },
 };
 
@@ -228,6 +229,7 @@ function healthPage() {
       const link = h.connected === true || d.online === true ? `<span class="ok">up</span>` : h.connected === false || d.online === false ? `<span class="bad">down</span>` : "—";
       return `<tr data-device="${esc(d.device_id)}"><td>${esc(d.device_id)}</td><td>${esc(d.kind || "—")}</td><td>${ageChip(d)}</td><td>${link}</td>
         <td>${num(h.reconnects)}</td><td>${num(h.rssi, 0, "dBm")}</td><td>${num(h.poll_latency_ms, 0, "ms")}</td><td>${num(h.errors_total)}</td>
+        <td>${d.device_id in app.gaps ? app.gaps[d.device_id] : "—"}</td>
         <td class="err">${esc(h.last_error || "")}</td></tr>`;
     })
     .join("");
@@ -239,7 +241,7 @@ function healthPage() {
       · InfluxDB: ${storage}
       · Messages: ${app.messages}, skipped ${skipped.reduce((a, [, n]) => a + n, 0)}${skipped.length ? ` (${esc(skipped.map(([k, n]) => `${k}: ${n}`).join("; "))})` : ""}</div></section>
     <section class="card gap"><table><thead><tr><th>device</th><th>kind</th><th>last reading</th><th>link</th><th>reconnects</th>
-      <th>RSSI</th><th>poll</th><th>errors</th><th>last error</th></tr></thead><tbody>${rows || `<tr><td colspan="9" class="muted">no device yet</td></tr>`}</tbody></table></section>`;
+      <th>RSSI</th><th>poll</th><th>errors</th><th title="10-minute windows without a reading, last 24 h">gaps 24 h</th><th>last error</th></tr></thead><tbody>${rows || `<tr><td colspan="10" class="muted">no device yet</td></tr>`}</tbody></table></section>`;
 }
 
 // --- History ---------------------------------------------------------------------------
@@ -421,6 +423,8 @@ async function checkStorage() {
   try {
     const body = await (await fetch("/api/health")).json();
     app.storage = body.storage;
+    const gaps = await fetch("/api/gaps");
+    app.gaps = gaps.ok ? (await gaps.json()).devices : {};
   } catch {
     app.storage = false;
   }

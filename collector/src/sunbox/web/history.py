@@ -140,6 +140,25 @@ union(tables: [positive, negative]) |> keep(columns: ["_start", "_time", "_value
 """
 
 
+#: Gaps on the Health page: windows of this length without any reading, over GAP_SPAN_S.
+GAP_WINDOW_S = 600
+GAP_SPAN_S = 86_400
+
+
+def gaps_flux(now_s: float) -> str:
+    """Per device: how many 10-minute windows of the last 24 h hold no reading at all."""
+    return f"""from(bucket: "{pick.RULE[0].bucket}")
+    |> range(start: {_time(now_s - GAP_SPAN_S)}, stop: {_time(now_s)})
+    |> filter(fn: (r) => r._measurement != "health" and r._measurement != "sunbox_tier")
+    |> map(fn: (r) => ({{_time: r._time, _start: r._start, _stop: r._stop, device: r.device, _value: 1}}))
+    |> group(columns: ["device"])
+    |> aggregateWindow(every: {GAP_WINDOW_S}s, fn: count, createEmpty: true)
+    |> filter(fn: (r) => r._value == 0)
+    |> count()
+    |> keep(columns: ["device", "_value"])
+"""
+
+
 def parse_range(range_name: str | None, start: str | None, stop: str | None, now_s: float) -> tuple[float, float]:
     """``(start_s, stop_s)`` from a named range or explicit Unix seconds.
 
@@ -273,6 +292,17 @@ class History:
             "stop": stop_s,
             "series": series,
         }
+
+    async def gaps(self, now_s: float) -> dict[str, int]:
+        """Device id -> 10-minute windows of the last 24 h without a reading (0 = none missing).
+
+        A device with no reading at all in 24 h is absent from the answer.
+
+        Raises:
+            StorageUnavailable: InfluxDB did not answer.
+        """
+        rows = await self._query(gaps_flux(now_s))
+        return {row["device"]: int(row["_value"]) for row in rows if row.get("device") and row.get("_value")}
 
     async def energy(self, period: str, now_s: float) -> dict[str, Any]:
         """Wh per day (``period="days"``, last 30) or per month (``"months"``, last 12).

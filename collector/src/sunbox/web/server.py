@@ -10,7 +10,8 @@ Routes (every one is GET; nothing changes anything):
 * ``/api/live`` — WebSocket: a ``snapshot`` message at once, then one ``device``
   message per reading as it arrives, and ``broker``/``collector`` messages on changes.
 * ``/api/history?quantity=soc&range=24h[&device=id]`` (or ``start``/``stop`` in Unix
-  seconds) and ``/api/energy?period=days|months`` — from InfluxDB with the read-only
+  seconds), ``/api/energy?period=days|months`` and ``/api/gaps`` (10-minute windows of
+  the last 24 h without a reading, per device) — from InfluxDB with the read-only
   token; 503 with ``{"error": "storage unavailable"}`` when InfluxDB does not answer.
 
 Every response carries a strict Content-Security-Policy (same origin only). With
@@ -160,6 +161,16 @@ class WebApp:
             return web.json_response({"error": "storage unavailable"}, status=503)
         return web.json_response(body)
 
+    async def gaps_route(self, _request: web.Request) -> web.StreamResponse:
+        if self.history is None:
+            return web.json_response({"error": "storage unavailable"}, status=503)
+        try:
+            gaps = await self.history.gaps(time.time())
+        except StorageUnavailable as exc:
+            LOG.warning("gaps: storage unavailable: %s", exc)
+            return web.json_response({"error": "storage unavailable"}, status=503)
+        return web.json_response({"window_s": 600, "span_s": 86_400, "devices": gaps})
+
     async def energy_route(self, request: web.Request) -> web.StreamResponse:
         if self.history is None:
             return web.json_response({"error": "storage unavailable"}, status=503)
@@ -206,6 +217,7 @@ class WebApp:
         app.router.add_get("/api/live", self.socket)
         app.router.add_get("/api/history", self.history_route)
         app.router.add_get("/api/energy", self.energy_route)
+        app.router.add_get("/api/gaps", self.gaps_route)
         app.router.add_static("/static/", STATIC, append_version=False)
         return app
 
