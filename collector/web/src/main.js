@@ -240,7 +240,7 @@ function healthPage() {
       · Collector: ${app.collectorOnline === true ? `<span class="ok">online</span>` : app.collectorOnline === false ? `<span class="bad">offline</span>` : "—"}
       · InfluxDB: ${storage}
       · Messages: ${app.messages}, skipped ${skipped.reduce((a, [, n]) => a + n, 0)}${skipped.length ? ` (${esc(skipped.map(([k, n]) => `${k}: ${n}`).join("; "))})` : ""}</div></section>
-    <section class="card gap"><table><thead><tr><th>device</th><th>kind</th><th>last reading</th><th>link</th><th>reconnects</th>
+    <section class="card gap wide"><table><thead><tr><th>device</th><th>kind</th><th>last reading</th><th>link</th><th title="reconnects">reconn.</th>
       <th>RSSI</th><th>poll</th><th>errors</th><th title="10-minute windows without a reading, last 24 h">gaps 24 h</th><th>last error</th></tr></thead><tbody>${rows || `<tr><td colspan="10" class="muted">no device yet</td></tr>`}</tbody></table></section>`;
 }
 

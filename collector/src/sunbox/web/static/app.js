@@ -34,7 +34,7 @@
       \xB7 Collector: ${G.collectorOnline===!0?'<span class="ok">online</span>':G.collectorOnline===!1?'<span class="bad">offline</span>':"\u2014"}
       \xB7 InfluxDB: ${n}
       \xB7 Messages: ${G.messages}, skipped ${s.reduce((o,[,f])=>o+f,0)}${s.length?` (${me(s.map(([o,f])=>`${o}: ${f}`).join("; "))})`:""}</div></section>
-    <section class="card gap"><table><thead><tr><th>device</th><th>kind</th><th>last reading</th><th>link</th><th>reconnects</th>
+    <section class="card gap wide"><table><thead><tr><th>device</th><th>kind</th><th>last reading</th><th>link</th><th title="reconnects">reconn.</th>
       <th>RSSI</th><th>poll</th><th>errors</th><th title="10-minute windows without a reading, last 24 h">gaps 24 h</th><th>last error</th></tr></thead><tbody>${t||'<tr><td colspan="10" class="muted">no device yet</td></tr>'}</tbody></table></section>`}var vc=[["soc","SOC"],["battery_power","Battery W"],["solar_power","Solar W"],["voltage","Volts"],["cell_delta","Cell \u0394"],["energy_days","kWh/day"],["energy_months","kWh/month"]],_c=["1h","24h","7d","30d","1y","10y"],Ro=["#4ca3ff","#f5b700","#4cc38a","#c77dff","#ff8b3d","#e5484d"];function bc(){let e=G.history,t=e.quantity.startsWith("energy");return`<div class="hist">
     <div class="row" role="group" aria-label="Range">${_c.map(s=>`<button data-range="${s}" aria-pressed="${!t&&!e.zoom&&e.range===s}" ${t?"disabled":""}>${s}</button>`).join("")}
       ${e.zoom?"<button data-unzoom>Reset zoom</button>":""}</div>
