@@ -3,7 +3,8 @@
 # Victron SmartSolar over BLE (bumble), plus a Victron BMV on a VE.Direct
 # pseudo-terminal. The collector reads them and publishes to a local authenticated
 # Mosquitto. `sunbox store` writes every reading into InfluxDB 2, where the
-# downsampling tasks run. A subscriber prints the readings, and every 15 s the demo
+# downsampling tasks run. `sunbox web` serves the display at http://127.0.0.1:18080/
+# (open it in a browser). A subscriber prints the readings, and every 15 s the demo
 # prints how many points InfluxDB holds. Ctrl-C stops everything.
 # The first run builds InfluxDB from source into ~/.cache/sunbox (a few minutes, once).
 set -euo pipefail
@@ -24,6 +25,7 @@ trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 port=${SUNBOX_DEMO_MQTT_PORT:-18830}
 hci=${SUNBOX_DEMO_HCI_PORT:-19001}
 influx_port=${SUNBOX_DEMO_INFLUX_PORT:-18086}
+web_port=${SUNBOX_DEMO_WEB_PORT:-18080}
 password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
 mosquitto_passwd -c -b "$work/passwd" sunbox "$password"
 cat > "$work/mosquitto.conf" <<CONF
@@ -44,6 +46,7 @@ for _ in $(seq 120); do [ -s "$work/influx/operator-token" ] && [ -e "$work/ttyV
 INFLUX_TOKEN=$(cat "$work/influx/operator-token") .venv/bin/sunbox influx apply \
   --url "http://127.0.0.1:$influx_port" --tokens-out "$work/tokens.json" >"$work/apply.log"
 writer=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["writer"])' "$work/tokens.json")
+reader=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["dashboards"])' "$work/tokens.json")
 cat > "$work/store.yaml" <<CONF
 mqtt: {host: 127.0.0.1, port: $port, username: sunbox, password: "$password"}
 influx: {url: "http://127.0.0.1:$influx_port", token: "$writer"}
@@ -59,7 +62,14 @@ devices:
 vedirect:
   - {id: shunt, port: $work/ttyVE}
 CONF
+cat > "$work/web.yaml" <<CONF
+listen: 127.0.0.1
+port: $web_port
+mqtt: {host: 127.0.0.1, port: $port, username: sunbox, password: "$password", client_id: sunbox-web}
+influx: {url: "http://127.0.0.1:$influx_port", token: "$reader"}
+CONF
 .venv/bin/sunbox store -c "$work/store.yaml" >"$work/store.log" 2>&1 &
+.venv/bin/sunbox web -c "$work/web.yaml" >"$work/web.log" 2>&1 &
 sleep 1
 .venv/bin/sunbox run -c "$work/sunbox.yaml" >"$work/collector.log" 2>&1 &
 (
@@ -71,5 +81,6 @@ sleep 1
     echo "== InfluxDB sunbox_raw, field values in the last hour: ${count:-none yet}"
   done
 ) &
+echo "the display: http://127.0.0.1:$web_port/ (Now, History, Cells, Health)"
 echo "logs in $work; readings from the broker (Ctrl-C to stop):"
 mosquitto_sub -h 127.0.0.1 -p "$port" -u sunbox -P "$password" -t 'sunbox/+/state' -v ${SUNBOX_DEMO_COUNT:+-C "$SUNBOX_DEMO_COUNT"}

@@ -315,11 +315,13 @@ async function loadHistory() {
     {
       title: `${body.label} · ${body.bucket.replace("sunbox_", "")} (${body.window_s > 1 ? duration(body.window_s) + " windows" : "raw"})`,
       width: Math.max(300, rect.width - 8),
-      height: Math.max(160, rect.height - (roomy ? 90 : 40)),
+      height: Math.max(160, rect.height - (roomy ? 90 : 70)),
       series,
       bands,
+      // the x axis always spans the asked range, however few points it holds
+      scales: { x: { time: true, range: () => [body.start, body.stop] } },
       axes: [{ stroke: "#9aa7b4", grid: { stroke: "#2c3641" } }, { stroke: "#9aa7b4", grid: { stroke: "#2c3641" }, size: 60 }],
-      legend: { show: roomy, live: true },
+      legend: { show: true, live: roomy },
       cursor: { drag: { x: true, y: false } },
       hooks: {
         setSelect: [
@@ -338,6 +340,11 @@ async function loadHistory() {
     data,
     el,
   );
+  // the legend names the devices; their min and max (the band) need no entry
+  for (const row of h.chart.root.querySelectorAll(".u-legend .u-series")) {
+    const label = row.querySelector(".u-label");
+    if (label && / (min|max)$/.test(label.textContent)) row.style.display = "none";
+  }
 }
 
 function energyChart(el, body) {
