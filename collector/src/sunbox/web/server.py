@@ -39,7 +39,7 @@ from aiohttp import WSMsgType, web
 
 from .config import WebConfig
 from .feed import Feed
-from .history import History, HistoryError, StorageUnavailable, parse_range
+from .history import GAP_SPAN_S, GAP_WINDOW_S, History, HistoryError, StorageUnavailable, parse_range
 from .live import LiveState
 
 LOG = logging.getLogger(__name__)
@@ -146,42 +146,38 @@ class WebApp:
                 await task
         return ws
 
-    async def history_route(self, request: web.Request) -> web.StreamResponse:
+    async def _from_storage(self, what: str, query: Callable[[History], Awaitable[Any]]) -> web.StreamResponse:
+        """Run one storage query: 400 for a refused request, 503 when InfluxDB is away."""
         if self.history is None:
             return web.json_response({"error": "storage unavailable"}, status=503)
-        q = request.query
-        now_s = time.time()
         try:
-            start_s, stop_s = parse_range(q.get("range"), q.get("start"), q.get("stop"), now_s)
-            body = await self.history.series(q.get("quantity", ""), start_s, stop_s, q.get("device"), now_s)
+            body = await query(self.history)
         except HistoryError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         except StorageUnavailable as exc:
-            LOG.warning("history: storage unavailable: %s", exc)
+            LOG.warning("%s: storage unavailable: %s", what, exc)
             return web.json_response({"error": "storage unavailable"}, status=503)
         return web.json_response(body)
+
+    async def history_route(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+
+        async def query(history: History) -> dict[str, Any]:
+            now_s = time.time()
+            start_s, stop_s = parse_range(q.get("range"), q.get("start"), q.get("stop"), now_s)
+            return await history.series(q.get("quantity", ""), start_s, stop_s, q.get("device"), now_s)
+
+        return await self._from_storage("history", query)
 
     async def gaps_route(self, _request: web.Request) -> web.StreamResponse:
-        if self.history is None:
-            return web.json_response({"error": "storage unavailable"}, status=503)
-        try:
-            gaps = await self.history.gaps(time.time())
-        except StorageUnavailable as exc:
-            LOG.warning("gaps: storage unavailable: %s", exc)
-            return web.json_response({"error": "storage unavailable"}, status=503)
-        return web.json_response({"window_s": 600, "span_s": 86_400, "devices": gaps})
+        async def query(history: History) -> dict[str, Any]:
+            return {"window_s": GAP_WINDOW_S, "span_s": GAP_SPAN_S, "devices": await history.gaps(time.time())}
+
+        return await self._from_storage("gaps", query)
 
     async def energy_route(self, request: web.Request) -> web.StreamResponse:
-        if self.history is None:
-            return web.json_response({"error": "storage unavailable"}, status=503)
-        try:
-            body = await self.history.energy(request.query.get("period", "days"), time.time())
-        except HistoryError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        except StorageUnavailable as exc:
-            LOG.warning("energy: storage unavailable: %s", exc)
-            return web.json_response({"error": "storage unavailable"}, status=503)
-        return web.json_response(body)
+        period = request.query.get("period", "days")
+        return await self._from_storage("energy", lambda history: history.energy(period, time.time()))
 
     # --- middleware --------------------------------------------------------------------
 
