@@ -10,6 +10,7 @@ Usage:
   ./play.sh -i inventories/<site>/hosts.yml [ansible-playbook options]
   ./play.sh virtual-pi [--soak S] [molecule command]   (default: test; soak 120 s)
   ./play.sh lint
+  ./play.sh vault create|edit|view FILE          (ansible-vault from the pinned environment)
 
 The first run on a PC (needs only Python 3 with venv, and ssh):
   1. Flash Raspberry Pi OS Bookworm (64-bit, desktop) to the SD card. In Raspberry Pi
@@ -18,7 +19,7 @@ The first run on a PC (needs only Python 3 with venv, and ssh):
      Edit inventories/mysite/hosts.yml (the Pi's address and user) and
      inventories/mysite/host_vars/target.yml (devices, MACs, poll intervals, tiers).
   3. Put the secrets into an ansible-vault file:
-       .play-venv/bin/ansible-vault create inventories/mysite/group_vars/all/vault.yml
+       ./play.sh vault create inventories/mysite/group_vars/all/vault.yml
      with the keys listed in inventories/example/group_vars/all/vault.yml.example.
   4. ./play.sh -i inventories/mysite/hosts.yml
      (asks for the vault password; run it again at any time: a second run changes nothing)
@@ -65,6 +66,12 @@ case "${1:-}" in
   -h|--help|help)
     usage
     exit 0
+    ;;
+  vault)
+    # ansible-vault from the pinned environment (made on first use), e.g. `vault create FILE`
+    shift
+    ensure_venv
+    exec ansible-vault "$@"
     ;;
   lint)
     ensure_venv virtual-pi

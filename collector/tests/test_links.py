@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -165,7 +166,17 @@ async def test_garbage_is_counted_never_published(world: SimWorld) -> None:
         await rec.wait(lambda: len(rec.readings("battery")) > published)
 
 
-async def test_wrong_password_is_reported_and_escalates(world: SimWorld) -> None:
+async def test_a_device_not_seen_gets_the_busy_hint_once(world: SimWorld, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sunbox.ble.link")
+    async with running(world, make_config(address="A4:C1:37:0F:0F:0F")) as (collector, rec):
+        link = collector.links[0]
+        await rec.wait(lambda: link.health.errors_total >= 4, timeout=60)
+    hints = [r for r in caplog.records if "close the phone app" in r.getMessage()]
+    assert len(hints) == 1 and "A4:C1:37:0F:0F:0F" in hints[0].getMessage()
+
+
+async def test_wrong_password_is_reported_and_escalates(world: SimWorld, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sunbox.ble.link")
     cycles: list[int] = []
     async with running(world, make_config(password="000000"), cycles) as (collector, rec):
         link = collector.links[0]
@@ -175,6 +186,7 @@ async def test_wrong_password_is_reported_and_escalates(world: SimWorld) -> None
         assert collector.supervisor.power_cycles >= 1
         # the other device keeps working
         assert len(rec.readings("mppt")) >= 1
+    assert not [r for r in caplog.records if "close the phone app" in r.getMessage()], "a password is not a busy device"
 
 
 async def test_passkey_pairing_path() -> None:

@@ -15,7 +15,7 @@ from sunbox.config import parse
 from sunbox.model import Reading
 from sunbox.service import BleBackend, Collector
 from sunbox.sim.vedirect_pty import VeDirectReplay
-from sunbox_stack.servers import Mosquitto
+from sunbox_stack.servers import Mosquitto, free_port
 
 from .test_mqtt_e2e import Subscriber, collector_running, mqtt_settings, wait_until
 
@@ -114,8 +114,10 @@ async def test_run_once_exit_codes(mosquitto: Mosquitto, tmp_path: Path) -> None
 
     async with replaying("vedirect_bluesolar_1.23.dump") as mppt:
 
-        async def once(ports: dict[str, str]) -> tuple[int, str]:
+        async def once(ports: dict[str, str], broker_port: int | None = None) -> tuple[int, str]:
             config = config_for(mosquitto, tmp_path, ports).model_dump(mode="json")
+            if broker_port is not None:
+                config["mqtt"]["port"] = broker_port
             path = tmp_path / "sunbox.yaml"
             path.write_text(json_mod.dumps(config))  # JSON is YAML
             process = await asyncio.create_subprocess_exec(
@@ -135,6 +137,10 @@ async def test_run_once_exit_codes(mosquitto: Mosquitto, tmp_path: Path) -> None
             return process.returncode or 0, (out + err).decode()
 
         code, output = await once({"mppt": mppt.path})
-        assert code == 0, output
+        assert code == 0 and "delivered to the broker, 0 queued" in output, output
         code, output = await once({"mppt": mppt.path, "unplugged": str(tmp_path / "no-such-port")})
         assert code == 1 and "no reading from unplugged" in output, output
+        # a wrong broker port: read, but not delivered; the log says why, once
+        code, output = await once({"mppt": mppt.path}, broker_port=free_port())
+        assert code == 1 and "not delivered (broker unreachable)" in output, output
+        assert output.count(": unreachable; check mqtt.host and mqtt.port") == 1, output

@@ -267,15 +267,22 @@ def _dispatch(args: argparse.Namespace) -> int:
             from sunbox.service import run_once
 
             loop = asyncio.new_event_loop()
-            missing = loop.run_until_complete(run_once(cfg, args.timeout))
-            if missing:
-                print(f"sunbox run --once: no reading from {', '.join(missing)}", file=sys.stderr)
+            result = loop.run_until_complete(run_once(cfg, args.timeout))
+            delivery = f"{result.delivered} message(s) delivered to the broker, {result.queued} queued"
+            if result.missing:
+                print(f"sunbox run --once: no reading from {', '.join(result.missing)}; {delivery}", file=sys.stderr)
             else:
-                print(f"sunbox run --once: read all {len(config_mod_ids(cfg))} device(s)")
+                print(f"sunbox run --once: read all {len(config_mod_ids(cfg))} device(s); {delivery}")
+            if result.queued:
+                print(
+                    f"sunbox run --once: {result.queued} message(s) not delivered (broker {result.broker_state});"
+                    " they wait in the disk queue for the next run",
+                    file=sys.stderr,
+                )
             sys.stdout.flush()
             sys.stderr.flush()
             # exit without waiting for tasks a bug might have left running (see run_once)
-            os._exit(1 if missing else 0)
+            os._exit(1 if result.missing or result.queued else 0)
         from sunbox.service import run_service
 
         asyncio.run(run_service(cfg))

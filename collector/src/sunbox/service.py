@@ -208,12 +208,23 @@ def expected_ids(config: Config) -> list[str]:
     return ids + [d.id for d in config.victron_adverts] + [d.id for d in config.venus]
 
 
-async def run_once(config: Config, timeout: float) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class OnceResult:
+    """What ``sunbox run --once`` did: devices not read, readings delivered and still queued."""
+
+    missing: list[str]
+    delivered: int
+    queued: int
+    broker_state: str
+
+
+async def run_once(config: Config, timeout: float) -> OnceResult:
     """``sunbox run --once``: read every configured device once, publish, stop.
 
     Returns the ids of the devices that gave no reading within ``timeout`` s (empty when
-    all were read). Readings the broker has not acknowledged at the end stay in the disk
-    queue for the next run, as in the service.
+    all were read), how many messages the broker took, and how many it did not take
+    within the time left: those stay in the disk queue for the next run, as in the
+    service.
     """
     from sunbox.mqtt.publisher import MqttPublisher
     from sunbox.mqtt.queue import DiskQueue
@@ -258,7 +269,8 @@ async def run_once(config: Config, timeout: float) -> list[str]:
                 await closer.close()
         await asyncio.to_thread(publisher.flush, 10.0)
         await asyncio.to_thread(publisher.stop)
+        queued = len(queue)
         queue.close()
         if sink is not None:
             sink.close()
-    return sorted(wanted - read)
+    return OnceResult(sorted(wanted - read), publisher.published, queued, publisher.broker_state)

@@ -34,7 +34,7 @@ def site_play(*options: str) -> subprocess.CompletedProcess[str]:
 def test_help_explains_the_first_run() -> None:
     result = run(str(ROOT / "play.sh"), "--help")
     assert result.returncode == 0
-    for step in ("Imager", "cp -r inventories/example", "ansible-vault create", "virtual-pi"):
+    for step in ("Imager", "cp -r inventories/example", "./play.sh vault create", "virtual-pi"):
         assert step in result.stdout
 
 
@@ -60,7 +60,7 @@ def test_missing_vault_stops_the_play_with_the_keys_and_the_file_to_create() -> 
     out = result.stdout + result.stderr
     assert "Missing sunbox_mqtt_collector_password" in out
     assert "sunbox_influxdb_admin_token" in out
-    assert "group_vars/all/vault.yml" in out and "ansible-vault create" in out
+    assert "group_vars/all/vault.yml" in out and "./play.sh vault create" in out
 
 
 @needs_play_venv
@@ -86,8 +86,10 @@ def test_with_every_secret_given_the_check_passes(tmp_path: Path) -> None:
             )
         )
     )
-    result = site_play("--tags", "always", "-e", f"@{secrets}")
-    # the check passes; the play then stops only because the example's Pi is not there
+    devices = tmp_path / "devices.yml"
+    devices.write_text("sunbox_devices: [{id: b1, driver: jbd, address: 'A4:C1:37:12:34:56'}]\n")
+    result = site_play("--tags", "always", "-e", f"@{secrets}", "-e", f"@{devices}")
+    # the checks pass; the play then stops only because the example's Pi is not there
     check = result.stdout.split("TASK [Every secret comes from the vault]")[1].split("PLAY [")[0]
     assert "ok: [target]" in check, result.stdout
     assert "Missing" not in result.stdout
@@ -107,3 +109,20 @@ def test_the_examples_placeholders_and_short_secrets_are_refused_by_name(tmp_pat
     check = out.split("TASK [No secret is an example value or too short]")[1]
     assert "sunbox_mqtt_collector_password" in check and "sunbox_mqtt_store_password" in check
     assert "CHANGE-ME" in check and "12 characters" in check
+
+
+@needs_play_venv
+def test_a_collector_with_nothing_to_read_is_refused_before_anything_is_installed(tmp_path: Path) -> None:
+    secrets = tmp_path / "vault.yml"
+    names = ("mqtt_collector_password", "mqtt_store_password", "mqtt_web_password", "influxdb_admin_password")
+    names += ("influxdb_admin_token", "grafana_admin_password", "jbd_password")
+    secrets.write_text("".join(f"vault_sunbox_{name}: long-enough-{name}\n" for name in names))
+    result = site_play("--tags", "always", "-e", f"@{secrets}")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "sunbox_devices, sunbox_vedirect" in out and "sunbox scan" in out
+
+
+def test_the_helps_vault_step_works_from_a_fresh_clone() -> None:
+    result = run(str(ROOT / "play.sh"), "vault", "--help")
+    assert result.returncode == 0 and "create" in result.stdout, result.stderr[-2000:]

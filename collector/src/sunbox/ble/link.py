@@ -42,6 +42,15 @@ LOG = logging.getLogger(__name__)
 Publish = Callable[[Reading], None]
 
 
+
+#: After this many failed connects in a row, the log says what usually causes them.
+BUSY_HINT_AFTER = 3
+BUSY_HINT = (
+    "%s: %s not connected after %d tries: the device is out of range, or busy. These devices "
+    "accept one connection at a time: close the phone app (Xiaoxiang, LiTime, VictronConnect) "
+    "and check the address with `sunbox scan` (docs/troubleshooting.md)"
+)
+
 class DeviceLink:
     """Keeps one device connected and publishes its readings and health."""
 
@@ -194,6 +203,9 @@ class DeviceLink:
                     self._count_error(exc)
                     LOG.warning("%s: link dropped: %s: %s", self.device.id, type(exc).__name__, exc)
                     if not self.health.connected:
+                        busy = not isinstance(exc, AuthenticationError | FrameError)  # not a password
+                        if busy and self.health.consecutive_errors == BUSY_HINT_AFTER:
+                            LOG.warning(BUSY_HINT, self.device.id, self.device.address, BUSY_HINT_AFTER)
                         await self.supervisor.report_failure()
                 except Exception as exc:
                     self._count_error(exc)

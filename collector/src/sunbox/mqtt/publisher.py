@@ -52,6 +52,9 @@ class MqttPublisher:
         self._lock = threading.RLock()
         self._inflight: deque[tuple[mqtt.MQTTMessageInfo, Message]] = deque()
         self._connected = False
+        #: the broker as last seen: "connecting", "connected", "refused: <reason>",
+        #: "unreachable" or "disconnected: <reason>" (logged on every change)
+        self.broker_state = "connecting"
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._discovery: dict[str, tuple[str, str | None]] = {}
@@ -68,6 +71,7 @@ class MqttPublisher:
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         self.client = client
         self._drainer = threading.Thread(target=self._drain_loop, name="mqtt-drain", daemon=True)
@@ -113,16 +117,29 @@ class MqttPublisher:
             self._inflight.clear()
         if pending:
             self.queue.put_many(pending)
+            self.published -= len(pending)  # sent but never acknowledged: back in the queue
         self.client.disconnect()
         self.client.loop_stop()
 
     # --- paho callbacks (network thread) ----------------------------------------
 
+    def _set_state(self, state: str, level: int, detail: str = "") -> None:
+        """Log the broker's state when it changes (once per change, not per retry)."""
+        if state == self.broker_state:
+            return
+        self.broker_state = state
+        where = f"{self.config.host}:{self.config.port}"
+        LOG.log(level, "MQTT broker %s: %s%s", where, state, detail)
+
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            LOG.error("MQTT broker refused the connection: %s", reason)
+            self._set_state(
+                f"refused: {reason}",
+                logging.ERROR,
+                "; check mqtt.username and the password (retrying every 30 s at most; readings wait in the disk queue)",
+            )
             return
-        LOG.info("MQTT connected to %s:%d", self.config.host, self.config.port)
+        self._set_state("connected", logging.INFO)
         client.publish(f"{self.prefix}/collector/availability", "online", qos=1, retain=True)
         with self._lock:
             self._connected = True
@@ -135,10 +152,17 @@ class MqttPublisher:
             client.publish(f"{self.prefix}/{device_id}/availability", state, qos=1, retain=True)
         self._wake.set()
 
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        self._set_state(
+            "unreachable",
+            logging.WARNING,
+            "; check mqtt.host and mqtt.port (retrying every 30 s at most; readings wait in the disk queue)",
+        )
+
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected = False  # a plain store; see the note on _lock
-        if not self._stop.is_set():
-            LOG.warning("MQTT disconnected (%s); readings go to the disk queue", reason)
+        if not self._stop.is_set() and not self.broker_state.startswith("refused"):
+            self._set_state(f"disconnected: {reason}", logging.WARNING, "; readings go to the disk queue")
 
     # --- publishing -------------------------------------------------------------
 

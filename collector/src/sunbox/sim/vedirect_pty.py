@@ -3,6 +3,9 @@
 The capture is cut after each block's checksum byte, so HEX frames stay where the
 device put them. Every ``corrupt_every``-th block has one digit changed, which breaks its
 checksum. The pseudo-terminal is raw (no newline translation), like a USB serial cable.
+Like a device on a cable nobody reads, it never waits for a reader: when the terminal's
+buffer is full, the rest of a block is dropped (and counted in ``dropped``), so a
+replay with no reader can always be stopped.
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ class VeDirectReplay:
         self.interval = interval
         self.corrupt_every = corrupt_every
         self.sent = 0
+        self.dropped = 0
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
         self.path = os.ttyname(self._slave)
 
     def link(self, where: Path) -> None:
@@ -61,7 +66,11 @@ class VeDirectReplay:
             block = self.blocks[self.sent % len(self.blocks)]
             if self.corrupt_every and self.sent % self.corrupt_every == self.corrupt_every - 1:
                 block = corrupt(block)
-            await asyncio.to_thread(os.write, self._master, block)
+            try:
+                written = os.write(self._master, block)
+            except BlockingIOError:
+                written = 0
+            self.dropped += len(block) - written
             self.sent += 1
             await asyncio.sleep(self.interval)
 
