@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sunbox.drivers.jbd import cell_statistics
 from sunbox.model import Health, now_ms
 from sunbox.protocols import jbd, litime
-from sunbox_stack.servers import InfluxDB, Mosquitto, free_port
+from sunbox_stack.servers import Mosquitto, free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -153,11 +153,6 @@ class WebServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
             self.process = None
-
-
-def token_for(influxdb: InfluxDB) -> str:
-    """The operator token of a test InfluxDB (for a private, throw-away instance)."""
-    return influxdb.token
 
 
 @contextlib.contextmanager

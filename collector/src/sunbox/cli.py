@@ -13,6 +13,7 @@ from typing import NoReturn
 from sunbox import __version__, decode_cli
 from sunbox import config as config_mod
 from sunbox.storage import commands as storage_commands
+from sunbox.web.config import DEFAULT_PATH as WEB_CONFIG
 
 #: keshavdv/victron-ble tests/test_solar_charger.py (BlueSolar MPPT 75/15): the advert,
 #: its key and the decrypted record, replayed by ``sunbox sim --victron-advert-address``
@@ -81,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     storage_commands.add_parsers(sub)
 
     web = sub.add_parser("web", help="serve the live display (touchscreen and LAN browsers)")
-    web.add_argument("-c", "--config", type=Path, default=Path("/etc/sunbox/web.yaml"), help="configuration file")
+    web.add_argument("-c", "--config", type=Path, default=WEB_CONFIG, help="configuration file")
     web.add_argument("--check", action="store_true", help="validate the configuration and exit")
     _show_defaults(parser)
     return parser
@@ -195,12 +196,9 @@ def _web(args: argparse.Namespace) -> int:
         cfg = web_config.load(args.config)
         cfg.mqtt.resolved_password()
         cfg.influx.resolved_token()
-        cfg.viewer_password()
+        cfg.viewer_password()  # an unreadable secret file: main() prints it in one line
     except web_config.ConfigError as exc:
         print(f"sunbox web: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"sunbox web: cannot read a secret: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     if args.check:
         print(f"{args.config}: OK")

@@ -215,6 +215,11 @@ def _fields(values: dict[str, Any]) -> dict[str, float | int | bool | str]:
 
 
 def parse_message(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox") -> RawPoint:
+    """Validate one MQTT message; the point for the raw bucket (see :func:`parse_reading`)."""
+    return parse_reading(topic, payload, now_ms, prefix)[0]
+
+
+def parse_reading(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox") -> tuple[RawPoint, dict[str, Any]]:
     """Validate one MQTT message from ``<prefix>/<device_id>/state`` or ``/health``.
 
     Args:
@@ -224,7 +229,7 @@ def parse_message(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox
         prefix: the topic prefix.
 
     Returns:
-        The point for the raw bucket.
+        The point for the raw bucket, and the reading as published (lists kept whole).
 
     Raises:
         PayloadError: with a reason naming what is wrong.
@@ -260,4 +265,4 @@ def parse_message(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox
     fields = _fields({k: v for k, v in data.items() if k not in _ENVELOPE})
     if not fields:
         raise PayloadError("no values")
-    return RawPoint(measurement=kind, device=device_id, time_ms=time_ms, fields=fields)
+    return RawPoint(measurement=kind, device=device_id, time_ms=time_ms, fields=fields), data

@@ -3,7 +3,7 @@
 Topics (``docs/data-model.md``): ``<prefix>/<id>/state`` and ``/health`` carry reading
 JSON, ``<prefix>/<id>/availability`` and ``<prefix>/collector/availability`` carry
 ``online``/``offline``. A state or health payload is validated with the writer's own
-rules (:func:`sunbox.storage.points.parse_message`), so the display shows exactly what
+rules (:func:`sunbox.storage.points.parse_reading`), so the display shows exactly what
 storage would accept. A message that fails is skipped and counted by reason, never shown.
 
 What a page receives for a device (:meth:`LiveState.device`)::
@@ -18,13 +18,12 @@ clock offset removed by the page, decides fresh / stale / dead).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from sunbox.protocols.jbd import PROTECTION_NAMES
-from sunbox.storage.points import PayloadError, parse_message
+from sunbox.storage.points import PayloadError, parse_reading
 
 #: Words for the JBD protection bits (bit 0 first), as the dashboards spell them.
 PROTECTION_WORDS = tuple(name.replace("_", " ").replace("afe error", "front-end error") for name in PROTECTION_NAMES)
@@ -88,11 +87,10 @@ class LiveState:
             self._device(device_id).online = text == "online"
             return device_id
         try:
-            point = parse_message(topic, payload, now_ms, self.prefix)
+            point, data = parse_reading(topic, payload, now_ms, self.prefix)
         except PayloadError as exc:
             self.skipped[str(exc).split(":")[0][:60]] += 1
             return None
-        data = json.loads(payload)
         values = {k: v for k, v in data.items() if k not in ("device_id", "kind")}
         device = self._device(point.device)
         if leaf == "health":
