@@ -8,6 +8,7 @@ usage() {
   cat <<'HELP'
 Usage:
   ./play.sh -i inventories/<site>/hosts.yml [ansible-playbook options]
+  ./play.sh discover -i inventories/<site>/hosts.yml   (list the devices each Pi hears)
   ./play.sh virtual-pi [--soak S] [molecule command]   (default: test; soak 120 s)
   ./play.sh lint
   ./play.sh vault create|edit|view FILE          (ansible-vault from the pinned environment)
@@ -16,8 +17,12 @@ The first run on a PC (needs only Python 3 with venv, and ssh):
   1. Flash Raspberry Pi OS Bookworm (64-bit, desktop) to the SD card. In Raspberry Pi
      Imager's settings enable SSH with your public key and set the user name.
   2. cp -r inventories/example inventories/mysite
-     Edit inventories/mysite/hosts.yml (the Pi's address and user) and
-     inventories/mysite/host_vars/target.yml (devices, MACs, poll intervals, tiers).
+     Edit inventories/mysite/hosts.yml (the Pi's address and user), then find the devices:
+       ./play.sh discover -i inventories/mysite/hosts.yml
+     It installs the sunbox package on the Pi, listens 15 s and writes a host_vars snippet
+     (devices, drivers, vault names for their secrets) to inventories/mysite/discovered-*.yml.
+     Close the phone apps first: the devices accept one connection at a time.
+     Paste it into inventories/mysite/host_vars/target.yml (poll intervals, tiers there too).
   3. Put the secrets into an ansible-vault file:
        ./play.sh vault create inventories/mysite/group_vars/all/vault.yml
      with the keys listed in inventories/example/group_vars/all/vault.yml.example.
@@ -96,6 +101,11 @@ case "${1:-}" in
     ;;
 esac
 
+playbook=playbooks/site.yml
+if [ "${1:-}" = discover ]; then
+  shift
+  playbook=playbooks/discover.yml
+fi
 inventory=""
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
@@ -121,4 +131,4 @@ if [ -z "${ANSIBLE_VAULT_PASSWORD_FILE:-}" ] && ! printf '%s\n' "$@" | grep -q -
     ask=(--ask-vault-pass)
   fi
 fi
-exec ansible-playbook "${ask[@]}" playbooks/site.yml "$@"
+exec ansible-playbook "${ask[@]}" "$playbook" "$@"

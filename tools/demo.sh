@@ -4,24 +4,46 @@
 # pseudo-terminal. The collector reads them and publishes to a local authenticated
 # Mosquitto. `sunbox store` writes every reading into InfluxDB 2, where the
 # downsampling tasks run. `sunbox web` serves the display at http://127.0.0.1:18080/
-# (open it in a browser). A subscriber prints the readings, and every 15 s the demo
-# prints how many points InfluxDB holds. Ctrl-C stops everything.
-# The first run builds InfluxDB from source into ~/.cache/sunbox (a few minutes, once).
+# (open it in a browser). The terminal shows each device's newest reading as one line
+# with units, and how many points InfluxDB holds per bucket (the raw one and the tiers,
+# filling as their tasks run). Ctrl-C stops everything. Logs: /tmp/sunbox-demo-logs.
+# Needs Python 3.11 with venv, Mosquitto (installed with apt when run as root) and Go
+# the first time: InfluxDB is built from source into ~/.cache/sunbox once (README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v mosquitto_passwd >/dev/null 2>&1 || [ ! -x /usr/sbin/mosquitto ] || ! command -v mosquitto_sub >/dev/null 2>&1; then
+if ! command -v mosquitto_passwd >/dev/null 2>&1 || [ ! -x /usr/sbin/mosquitto ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null
+    echo "tools/demo.sh: installing mosquitto with apt-get" >&2
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null
   else
-    echo "tools/demo.sh: Mosquitto is missing: run 'sudo apt-get install -y mosquitto mosquitto-clients'" >&2
+    echo "tools/demo.sh: Mosquitto is missing: run 'sudo apt-get install -y mosquitto'" >&2
     exit 1
   fi
 fi
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q -c collector/constraints.txt -e 'collector[sim]' -e tools/stack
-.venv/bin/sunbox-stack >/dev/null  # InfluxDB: cached, or built once
+# the Python packages: installed again only when their pins or metadata change
+stamp=$(cat collector/pyproject.toml collector/constraints.txt tools/stack/pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -f ".venv/.demo-$stamp" ] || [ ! -x .venv/bin/sunbox-stack-watch ]; then
+  echo "tools/demo.sh: installing sunbox[sim] and the test stack into .venv (pip)" >&2
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q -c collector/constraints.txt -e 'collector[sim]' -e tools/stack
+  rm -f .venv/.demo-* && touch ".venv/.demo-$stamp"
+fi
+.venv/bin/sunbox-stack >/dev/null  # InfluxDB: cached, or built once (it says so when it builds)
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+# the logs outlive the run (the data in $work does not)
+logs=${SUNBOX_DEMO_LOGS:-${TMPDIR:-/tmp}/sunbox-demo-logs}
+mkdir -p "$logs"
+# Ctrl-C reaches the foreground view; the background jobs (which ignore SIGINT) get
+# SIGTERM here, and the wait lets InfluxDB and Mosquitto close their files.
+cleanup() {
+  trap - EXIT INT TERM
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+  echo "tools/demo.sh: stopped; logs in $logs" >&2
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 port=${SUNBOX_DEMO_MQTT_PORT:-18830}
 hci=${SUNBOX_DEMO_HCI_PORT:-19001}
 influx_port=${SUNBOX_DEMO_INFLUX_PORT:-18086}
@@ -37,14 +59,14 @@ persistence_location $work/
 max_queued_messages 1000000
 user $(id -un)
 CONF
-/usr/sbin/mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-.venv/bin/sunbox-stack-influxd "$work/influx" "$influx_port" >"$work/influxd.log" 2>&1 &
+/usr/sbin/mosquitto -c "$work/mosquitto.conf" >"$logs/mosquitto.log" 2>&1 &
+.venv/bin/sunbox-stack-influxd "$work/influx" "$influx_port" >"$logs/influxd.log" 2>&1 &
 .venv/bin/sunbox sim --hci "tcp-server:127.0.0.1:$hci" --jbd-password 123456 \
-  --smartsolar-address F9:3E:4C:00:00:09 >"$work/sim.log" 2>&1 &
-.venv/bin/sunbox sim-vedirect collector/tests/fixtures/vedirect_bvm702.dump --link "$work/ttyVE" >"$work/vedirect.log" 2>&1 &
+  --smartsolar-address F9:3E:4C:00:00:09 >"$logs/sim.log" 2>&1 &
+.venv/bin/sunbox sim-vedirect collector/tests/fixtures/vedirect_bvm702.dump --link "$work/ttyVE" >"$logs/vedirect.log" 2>&1 &
 for _ in $(seq 120); do [ -s "$work/influx/operator-token" ] && [ -e "$work/ttyVE" ] && break; sleep 0.5; done
 INFLUX_TOKEN=$(cat "$work/influx/operator-token") .venv/bin/sunbox influx apply \
-  --url "http://127.0.0.1:$influx_port" --tokens-out "$work/tokens.json" >"$work/apply.log"
+  --url "http://127.0.0.1:$influx_port" --tokens-out "$work/tokens.json" >"$logs/apply.log"
 writer=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["writer"])' "$work/tokens.json")
 reader=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["dashboards"])' "$work/tokens.json")
 cat > "$work/store.yaml" <<CONF
@@ -68,19 +90,12 @@ port: $web_port
 mqtt: {host: 127.0.0.1, port: $port, username: sunbox, password: "$password", client_id: sunbox-web}
 influx: {url: "http://127.0.0.1:$influx_port", token: "$reader"}
 CONF
-.venv/bin/sunbox store -c "$work/store.yaml" >"$work/store.log" 2>&1 &
-.venv/bin/sunbox web -c "$work/web.yaml" >"$work/web.log" 2>&1 &
+.venv/bin/sunbox store -c "$work/store.yaml" >"$logs/store.log" 2>&1 &
+.venv/bin/sunbox web -c "$work/web.yaml" >"$logs/web.log" 2>&1 &
 sleep 1
-.venv/bin/sunbox run -c "$work/sunbox.yaml" >"$work/collector.log" 2>&1 &
-(
-  while sleep 15; do
-    count=$(curl -s "http://127.0.0.1:$influx_port/api/v2/query?org=sunbox" \
-      -H "Authorization: Token $(cat "$work/influx/operator-token")" -H 'Content-Type: application/vnd.flux' \
-      --data 'from(bucket: "sunbox_raw") |> range(start: -1h) |> filter(fn: (r) => r._measurement != "health") |> group(columns: ["device"]) |> count() |> keep(columns: ["device", "_value"])' \
-      | awk -F, 'NR>1 && $4 != "" {printf "%s=%s ", $4, $5}')
-    echo "== InfluxDB sunbox_raw, field values in the last hour: ${count:-none yet}"
-  done
-) &
-echo "the display: http://127.0.0.1:$web_port/ (Now, History, Cells, Health)"
-echo "logs in $work; readings from the broker (Ctrl-C to stop):"
-mosquitto_sub -h 127.0.0.1 -p "$port" -u sunbox -P "$password" -t 'sunbox/+/state' -v ${SUNBOX_DEMO_COUNT:+-C "$SUNBOX_DEMO_COUNT"}
+.venv/bin/sunbox run -c "$work/sunbox.yaml" >"$logs/collector.log" 2>&1 &
+echo "the display: http://127.0.0.1:$web_port/ (Now, History, Cells, Health); logs in $logs; Ctrl-C stops"
+printf '%s' "$password" >"$work/mqtt-password"
+.venv/bin/sunbox-stack-watch --mqtt-port "$port" --username sunbox --password-file "$work/mqtt-password" \
+  --influx-url "http://127.0.0.1:$influx_port" --token-file "$work/influx/operator-token" \
+  ${SUNBOX_DEMO_COUNT:+--count "$SUNBOX_DEMO_COUNT"} ${SUNBOX_DEMO_EVERY:+--every "$SUNBOX_DEMO_EVERY"}

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from sunbox.cli import SOLAR_ADVERT_KEY
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sunbox.cli", *args], capture_output=True, text=True, timeout=60)
@@ -66,16 +70,37 @@ def test_scan_lists_devices_with_their_driver(tmp_path: object) -> None:
         )
         time.sleep(2)
         result = run("scan", "-c", str(config), "-t", "3")
+        inventory = run("scan", "--inventory", "-c", str(config), "-t", "3")
     finally:
         sim.terminate()
         sim.wait(10)
     assert result.returncode == 0, result.stderr
-    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["ADDRESS", "RSSI", "DRIVER", "NAME", "NOTE"]
+    lines = {line.split()[0]: line.split() for line in rows}
     assert lines["A4:C1:37:00:00:01"][3] == "jbd"
     assert lines["C8:47:80:00:00:02"][3] == "litime"
     assert lines["F9:3E:4C:00:00:09"][3] == "smartsolar"
     assert lines["D0:00:00:00:00:01"][3] == "victron-advert"
-    assert all(int(parts[1]) < 0 for parts in lines.values()), "an RSSI in dBm"
+    assert "Instant Readout on (BlueSolar" in result.stdout
+    assert all(int(parts[1]) < 0 and parts[2] == "dBm" for parts in lines.values()), "an RSSI in dBm"
+    assert len({row.index(" dBm") for row in rows}) == 1, "the columns line up"
+
+    snippet = yaml.safe_load(inventory.stdout)
+    by_address = {d["address"]: d for d in snippet["sunbox_devices"]}
+    assert {by_address[a]["driver"] for a in by_address} == {"jbd", "litime", "smartsolar"}
+    assert by_address["A4:C1:37:00:00:01"]["password"] == "{{ vault_sunbox_battery_1_password }}"
+    [advert] = snippet["sunbox_victron_adverts"]
+    assert advert["address"] == "D0:00:00:00:00:01" and advert["key"] == "{{ vault_sunbox_victron_1_key }}"
+    assert "Instant readout details" in inventory.stdout and "one connection at a time" in inventory.stdout
+    # what the collector role renders from it is a valid collector configuration
+    rendered = Path(str(tmp_path)) / "rendered.yaml"
+    devices = [{**d, "password": "123456"} if "password" in d else d for d in snippet["sunbox_devices"]]
+    adverts = [{**a, "key": SOLAR_ADVERT_KEY} for a in snippet["sunbox_victron_adverts"]]
+    rendered.write_text(
+        yaml.safe_dump({"mqtt": {"username": "u", "password": "p"}, "devices": devices, "victron_adverts": adverts})
+    )
+    assert run("run", "--check", "-c", str(rendered)).returncode == 0
 
 
 def test_web_check_names_the_key_or_the_unreadable_secret(tmp_path: Path) -> None:

@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("-c", "--config", type=Path, default=None, help="take the BLE backend from this config")
     scan.add_argument("-t", "--timeout", type=float, default=10.0, help="seconds to listen")
     scan.add_argument("--adapter", default="hci0", help="Bluetooth adapter")
+    scan.add_argument(
+        "--inventory",
+        action="store_true",
+        help="print the devices Sunbox can read as host_vars YAML to paste into the inventory",
+    )
 
     decode_cli.add_parser(sub)
 
@@ -97,9 +102,9 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
                 _show_defaults(child)
 
 
-async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None) -> int:
+async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None, inventory: bool) -> int:
+    from sunbox import discovery
     from sunbox.ble.scanner import Scanner
-    from sunbox.drivers import driver_for_advert
     from sunbox.service import open_backend
 
     backend_cls = None
@@ -114,13 +119,24 @@ async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None) -> 
     await scanner.stop()
     for closer in closers:
         await closer.close()
-    for address, seen in sorted(scanner.seen.items(), key=lambda kv: -(kv[1].advertisement.rssi or -127)):
-        adv = seen.advertisement
-        driver = driver_for_advert(adv.local_name, adv.service_uuids)
-        if driver is None and 0x02E1 in adv.manufacturer_data:
-            driver = "victron-advert"  # Instant Readout: configure under victron_adverts
-        driver = driver or "-"
-        print(f"{address}  {adv.rssi:>4} dBm  {driver:<8} {adv.local_name or ''}")
+    found = [
+        discovery.classify(
+            address,
+            seen.advertisement.rssi,
+            seen.advertisement.local_name,
+            seen.advertisement.service_uuids,
+            seen.advertisement.manufacturer_data,
+        )
+        for address, seen in scanner.seen.items()
+    ]
+    if not found:
+        print(
+            f"sunbox scan: no device heard in {timeout:g} s (is the adapter up? `bluetoothctl list`;"
+            " a device with a phone app connected does not advertise)",
+            file=sys.stderr,
+        )
+        return 1
+    print(discovery.inventory(found) if inventory else discovery.table(found), end="")
     return 0
 
 
@@ -293,7 +309,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             except config_mod.ConfigError as exc:
                 print(f"sunbox: invalid configuration: {exc}", file=sys.stderr)
                 return 2
-        return asyncio.run(_scan(args.timeout, args.adapter, scan_cfg))
+        return asyncio.run(_scan(args.timeout, args.adapter, scan_cfg, args.inventory))
     if args.command == "sim-vedirect":
         try:
             return asyncio.run(_sim_vedirect(args))

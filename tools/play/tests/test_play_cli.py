@@ -120,9 +120,20 @@ def test_a_collector_with_nothing_to_read_is_refused_before_anything_is_installe
     result = site_play("--tags", "always", "-e", f"@{secrets}")
     out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "sunbox_devices, sunbox_vedirect" in out and "sunbox scan" in out
+    assert "sunbox_devices, sunbox_vedirect" in out and "./play.sh discover" in out
 
 
 def test_the_helps_vault_step_works_from_a_fresh_clone() -> None:
     result = run(str(ROOT / "play.sh"), "vault", "--help")
     assert result.returncode == 0 and "create" in result.stdout, result.stderr[-2000:]
+
+
+def test_the_helps_discover_step_runs_the_discovery_play() -> None:
+    """`./play.sh discover -i ...` plays playbooks/discover.yml on the field Pis (here: only listed)."""
+    assert "./play.sh discover -i inventories/mysite/hosts.yml" in run(str(ROOT / "play.sh"), "--help").stdout
+    missing = run(str(ROOT / "play.sh"), "discover")
+    assert missing.returncode == 2 and "-i" in missing.stderr
+    result = run(str(ROOT / "play.sh"), "discover", "-i", "inventories/example/hosts.yml", "--list-tasks")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Discover the devices near each field Pi" in result.stdout
+    assert "Listen for devices" in result.stdout and "Write the snippet beside the inventory" in result.stdout

@@ -42,7 +42,6 @@ LOG = logging.getLogger(__name__)
 Publish = Callable[[Reading], None]
 
 
-
 #: After this many failed connects in a row, the log says what usually causes them.
 BUSY_HINT_AFTER = 3
 BUSY_HINT = (
@@ -50,6 +49,7 @@ BUSY_HINT = (
     "accept one connection at a time: close the phone app (Xiaoxiang, LiTime, VictronConnect) "
     "and check the address with `sunbox scan` (docs/troubleshooting.md)"
 )
+
 
 class DeviceLink:
     """Keeps one device connected and publishes its readings and health."""

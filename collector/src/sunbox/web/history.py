@@ -116,10 +116,13 @@ def series_flux(
     |> aggregateWindow(every: {every_s}s, fn: {fn}, createEmpty: false)
     |> set(key: "_field", value: "{name}")"""
         )
-    return "\n".join(parts) + """
+    return (
+        "\n".join(parts)
+        + """
 union(tables: [series_mean, series_min, series_max])
     |> keep(columns: ["_time", "_value", "_field", "device"])
 """
+    )
 
 
 def energy_flux(bucket: str, window_s: int, start_s: float, every: str, offset_s: int) -> str:
