@@ -104,17 +104,19 @@ def test_downsampling_tasks_exist_and_succeed(host: Any, secrets: dict[str, Any]
     assert statuses and all(s == "success" for s in statuses.values()), statuses
 
 
-def test_mqtt_refuses_anonymous_clients_and_wrong_passwords(host: Any, secrets: dict[str, Any]) -> None:
+def test_mqtt_refuses_anonymous_clients_wrong_passwords_and_session_takeovers(host: Any) -> None:
     anonymous = host.run("mosquitto_pub -h localhost -t sunbox/intruder/state -m x")
     assert anonymous.rc != 0
     assert "not authori" in (anonymous.stdout + anonymous.stderr).lower()
     wrong = host.run("mosquitto_pub -h localhost -u sunbox-collector -P wrong -t sunbox/x/state -m x")
     assert wrong.rc != 0
-    right = host.run(
-        "mosquitto_sub -h localhost -u sunbox-store -P %s -t 'sunbox/+/state' -C 1 -W 30",
-        secrets["sunbox_mqtt_store_password"],
-    )
-    assert right.rc == 0 and right.stdout.strip().startswith("{"), right.stderr
+    # A right password is shown by every device's readings reaching InfluxDB through the
+    # writer's account. It is not tried here: with use_username_as_clientid (issue 16) a
+    # second login as any service account takes over that service's session.
+    with host.sudo():
+        config = host.run("cat /etc/mosquitto/conf.d/sunbox.conf").stdout
+    listeners = config.split("\nlistener ")[1:]
+    assert listeners and all("use_username_as_clientid true" in block for block in listeners), config
 
 
 #: Reads the display's live stream (a WebSocket) with the venv's aiohttp: prints the

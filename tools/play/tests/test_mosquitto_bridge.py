@@ -177,3 +177,64 @@ def test_field_pi_bridges_readings_to_the_central_broker_over_tls(tmp_path: Path
         for process in (field, central):
             process.terminate()
             process.wait(10)
+
+
+def test_no_account_can_take_over_the_writers_session(tmp_path: Path) -> None:
+    """Issue 16, finding 4: a clean start with the writer's client id must not drop its queue.
+
+    The writer (``sunbox-store``, persistent session, QoS 1) goes away; readings queue for
+    it; another account connects with client id ``sunbox-store`` and a clean start. The
+    role's ``use_username_as_clientid`` makes that client ``sunbox-web`` instead, so the
+    writer gets every queued reading back when it returns.
+    """
+    port = free_port()
+    render(tmp_path / "central", {
+        "mosquitto_port": port,
+        "mosquitto_users": [
+            {"name": "sunbox-collector", "password": "collector pass", "acl": ["readwrite sunbox/#"]},
+            {"name": "sunbox-store", "password": "store pass", "acl": ["read sunbox/#"]},
+            {"name": "sunbox-web", "password": "web pass", "acl": ["read sunbox/+/state"]},
+        ],
+    })  # fmt: skip
+    broker = start(tmp_path / "central")
+    clients: list[mqtt.Client] = []
+
+    def connect(username: str, password: str, client_id: str, clean: bool) -> tuple[mqtt.Client, queue.Queue[Any]]:
+        inbox: queue.Queue[Any] = queue.Queue()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean, protocol=mqtt.MQTTv311)
+        c.username_pw_set(username, password)
+        c.on_connect = lambda cl, ud, flags, rc, props: inbox.put(("connack", rc.value, flags.session_present))
+        c.on_message = lambda cl, ud, msg: inbox.put((msg.topic, msg.payload))
+        c.connect("127.0.0.1", port, keepalive=10)
+        c.loop_start()
+        clients.append(c)
+        assert inbox.get(timeout=10)[:2] == ("connack", 0)
+        return c, inbox
+
+    try:
+        wait_port(port)
+        writer, _ = connect("sunbox-store", "store pass", "sunbox-store", clean=False)
+        writer.subscribe("sunbox/#", qos=1)
+        subprocess.run(["sleep", "0.5"], check=True)
+        writer.disconnect()
+        writer.loop_stop()
+        collector, _ = connect("sunbox-collector", "collector pass", "sunbox-collector", clean=True)
+        for n in range(5):
+            collector.publish("sunbox/battery/state", json.dumps({"n": n}).encode(), qos=1).wait_for_publish(5)
+        intruder, _ = connect("sunbox-web", "web pass", "sunbox-store", clean=True)
+        subprocess.run(["sleep", "0.5"], check=True)
+        intruder.disconnect()
+        _, inbox = connect("sunbox-store", "store pass", "sunbox-store", clean=False)
+        got = []
+        while len(got) < 5:
+            try:
+                got.append(json.loads(inbox.get(timeout=5)[1])["n"])
+            except queue.Empty:
+                break
+        assert got == [0, 1, 2, 3, 4], f"the writer got {got} of its 5 queued readings back"
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        broker.terminate()
+        broker.wait(10)
