@@ -33,10 +33,12 @@ work=$(mktemp -d)
 # the logs outlive the run (the data in $work does not)
 logs=${SUNBOX_DEMO_LOGS:-${TMPDIR:-/tmp}/sunbox-demo-logs}
 mkdir -p "$logs"
-# Ctrl-C reaches the foreground view; the background jobs (which ignore SIGINT) get
-# SIGTERM here, and the wait lets InfluxDB and Mosquitto close their files.
+# On Ctrl-C or SIGTERM every job (they ignore SIGINT, as background jobs of a script do)
+# gets SIGTERM here, and the wait lets InfluxDB and Mosquitto close their files.
 cleanup() {
   trap - EXIT INT TERM
+  # the collector first, while the simulated devices still answer its disconnects
+  if [ -n "${collector:-}" ]; then kill "$collector" 2>/dev/null || true; wait "$collector" 2>/dev/null || true; fi
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -94,8 +96,12 @@ CONF
 .venv/bin/sunbox web -c "$work/web.yaml" >"$logs/web.log" 2>&1 &
 sleep 1
 .venv/bin/sunbox run -c "$work/sunbox.yaml" >"$logs/collector.log" 2>&1 &
+collector=$!
 echo "the display: http://127.0.0.1:$web_port/ (Now, History, Cells, Health); logs in $logs; Ctrl-C stops"
 printf '%s' "$password" >"$work/mqtt-password"
 .venv/bin/sunbox-stack-watch --mqtt-port "$port" --username sunbox --password-file "$work/mqtt-password" \
   --influx-url "http://127.0.0.1:$influx_port" --token-file "$work/influx/operator-token" \
-  ${SUNBOX_DEMO_COUNT:+--count "$SUNBOX_DEMO_COUNT"} ${SUNBOX_DEMO_EVERY:+--every "$SUNBOX_DEMO_EVERY"}
+  ${SUNBOX_DEMO_COUNT:+--count "$SUNBOX_DEMO_COUNT"} ${SUNBOX_DEMO_EVERY:+--every "$SUNBOX_DEMO_EVERY"} &
+# waiting (rather than running it in the foreground) lets Ctrl-C or a kill of this
+# script reach the traps at once
+wait $!

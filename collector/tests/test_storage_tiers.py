@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -252,6 +256,32 @@ def test_apply_is_idempotent_and_the_tasks_run(influxdb: InfluxDB, applied: infl
                     status = "unknown"
             logs = [entry.message for entry in tasks.get_run_logs(applied.task_ids[name], run_id)]
             assert status == "success", (name, logs)
+
+
+def test_apply_takes_the_operator_token_on_stdin_and_prints_the_tokens(
+    influxdb: InfluxDB, applied: influx_setup.ApplyResult, tmp_path: Path
+) -> None:
+    """How the influxdb role calls it (issue 16): no token in argv or the environment, no file left."""
+    env = {k: v for k, v in os.environ.items() if k != "INFLUX_TOKEN"}
+    same = tmp_path / "storage.yaml"
+    same.write_text(json.dumps({"org": "tiers", "raw_retention": "96h", "catchup": "23h"}))  # LAYOUT's
+    command = [sys.executable, "-m", "sunbox.cli", "influx", "apply", "--url", influxdb.url, "-c", str(same)]
+    result = subprocess.run(
+        [*command, "--token-file", "-", "--tokens-out", "-"],
+        input=influxdb.token + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["changed"] is False and summary["tokens"] == applied.tokens
+    wrong = subprocess.run(
+        [*command, "--token-file", "-"], input="not-the-token", capture_output=True, text=True, env=env, timeout=120
+    )
+    assert wrong.returncode != 0 and "not-the-token" not in wrong.stderr + wrong.stdout
 
 
 def test_a_changed_layout_updates_in_place(influxdb: InfluxDB, applied: influx_setup.ApplyResult) -> None:

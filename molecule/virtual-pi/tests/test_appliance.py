@@ -119,6 +119,22 @@ def test_mqtt_refuses_anonymous_clients_wrong_passwords_and_session_takeovers(ho
     assert listeners and all("use_username_as_clientid true" in block for block in listeners), config
 
 
+def test_the_operator_token_is_in_no_log_and_no_file(host: Any, secrets: dict[str, Any]) -> None:
+    """Issue 16, finding 7: two plays later, the InfluxDB operator token is nowhere on the Pi.
+
+    It used to be passed in `sunbox influx apply`'s environment, which sudo logs with the
+    command, and the tokens it made were left in /root. The journal is read back here, so
+    the token never appears on a command line of this test either.
+    """
+    token = secrets["sunbox_influxdb_admin_token"]
+    with host.sudo():
+        journal = host.run("journalctl -o cat --no-pager").stdout
+        leftover = host.file("/root/.sunbox-influx-tokens.json").exists
+    assert len(journal) > 1000, "the journal was read"
+    assert token not in journal, "the operator token is in the journal"
+    assert not leftover, "/root/.sunbox-influx-tokens.json was left behind"
+
+
 #: Reads the display's live stream (a WebSocket) with the venv's aiohttp: prints the
 #: device ids of the first (snapshot) message that names every one, within 60 s.
 LIVE_STREAM = """

@@ -32,10 +32,14 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
         "--token-file",
         type=Path,
         default=None,
-        help="file holding the operator token (default: $INFLUX_TOKEN)",
+        help="file holding the operator token, '-' for standard input (default: $INFLUX_TOKEN)",
     )
     apply.add_argument("--template", type=Path, default=None, help="downsample.flux (default: searched)")
-    apply.add_argument("--tokens-out", type=Path, default=None, help="write the writer/dashboards tokens here (0600)")
+    apply.add_argument(
+        "--tokens-out",
+        default=None,
+        help="write the writer/dashboards tokens to this file (0600), or '-': under \"tokens\" in the JSON printed",
+    )
     render = influx_sub.add_parser("render", help="print the Flux task of every tier")
     render.add_argument("-c", "--layout", type=Path, default=None)
     render.add_argument("--template", type=Path, default=None)
@@ -78,7 +82,14 @@ def cmd_influx(args: argparse.Namespace) -> int:
         for tier in layout.tiers:
             print(layout_mod.render_task(layout, tier, template))
         return 0
-    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("INFLUX_TOKEN", "")
+    # standard input or a root-only file keep the operator token out of `ps`, the
+    # environment and sudo's journal (issue 16); $INFLUX_TOKEN is for a developer's shell
+    if args.token_file == Path("-"):
+        token = sys.stdin.read().strip()
+    elif args.token_file:
+        token = args.token_file.read_text().strip()
+    else:
+        token = os.environ.get("INFLUX_TOKEN", "")
     if not token:
         print("sunbox influx: no operator token: give --token-file or set INFLUX_TOKEN", file=sys.stderr)
         return 2
@@ -89,9 +100,12 @@ def cmd_influx(args: argparse.Namespace) -> int:
     except SetupError as exc:
         print(f"sunbox influx: {exc}", file=sys.stderr)
         return 1
-    if args.tokens_out is not None:
+    summary: dict[str, Any] = {"changed": result.changed, "changes": result.changes, "tasks": result.task_ids}
+    if args.tokens_out == "-":
+        summary["tokens"] = result.tokens
+    elif args.tokens_out is not None:
         fd = os.open(args.tokens_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(result.tokens, out)
-    print(json.dumps({"changed": result.changed, "changes": result.changes, "tasks": result.task_ids}))
+    print(json.dumps(summary))
     return 0

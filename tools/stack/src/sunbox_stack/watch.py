@@ -34,9 +34,9 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("battery_current", "A", "{:+.1f}"),
     ("power", "W", "{:+.0f}"),
     ("pv_voltage", "V", "PV {:.1f}"),
-    ("pv_power", "W", "PV {:.0f}"),
+    ("pv_power", "W", "{:.0f}"),
     ("ac_out_voltage", "V", "AC {:.0f}"),
-    ("ac_out_apparent_power", "VA", "AC {:.0f}"),
+    ("ac_out_apparent_power", "VA", "{:.0f}"),
     ("charge_state", "", "{}"),
 )
 
