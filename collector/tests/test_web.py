@@ -389,3 +389,35 @@ async def test_lan_browsers_need_the_viewer_password_and_the_kiosk_does_not(tmp_
     assert (await answer("192.0.2.10", "wrong")).status == 401
     ok = await answer("192.0.2.10", "cabin-2026")
     assert ok.status == 200 and "default-src 'none'" in ok.headers["Content-Security-Policy"]
+
+
+def test_the_kiosk_page_beats_so_its_watchdog_sees_a_hang(
+    mosquitto: Mosquitto, influxdb: InfluxDB, dashboards_token: str, tmp_path: Path
+) -> None:
+    """Issue 16, finding 1: the kiosk's watchdog reads the page's heartbeat, not DevTools.
+
+    A fresh ``sunbox web`` has seen no page; Chromium on loopback (as the kiosk) beats at
+    load and every 15 s; a page that stops (here: closed) lets the age grow.
+    """
+    server = WebServer(tmp_path / "web", mosquitto, influxdb.url, dashboards_token)
+    server.start()
+
+    def age() -> Any:
+        return requests.get(f"{server.url}/api/health", timeout=5).json()["kiosk_heartbeat_age_s"]
+
+    try:
+        assert age() is None, "no page has beaten yet"
+        requests.get(f"{server.url}/api/heartbeat", timeout=5).raise_for_status()
+        first = age()
+        assert first is not None and first < 2
+        time.sleep(2.5)
+        assert age() >= 2, "the age grows while nothing beats"
+        with chromium() as driver:
+            open_page(driver, server, "now")
+            wait_for(lambda: age() < 1, what="the page's first beat")
+            time.sleep(16)
+            assert age() < 5, "the page beats every 15 s"
+        time.sleep(3)
+        assert age() >= 3, "a page that stopped no longer beats"
+    finally:
+        server.stop()

@@ -455,7 +455,11 @@ window.addEventListener("resize", () => {
   resizeTimer = setTimeout(() => route() === "history" && loadHistory(), 200);
 });
 setInterval(renderLive, 1000);
+// The kiosk's watchdog restarts the browser when these stop (a hung page stops its timers).
+const heartbeat = () => fetch("/api/heartbeat").catch(() => {});
+setInterval(heartbeat, 15000);
 document.addEventListener("DOMContentLoaded", () => {
+  heartbeat();
   render();
   connect();
 });

@@ -4,8 +4,12 @@ Routes (every one is GET; nothing changes anything):
 
 * ``/`` — the single-page app (Now, History, Cells, Health), ``/static/*`` its assets,
   all served from the Pi: no CDN, no web font.
-* ``/api/health`` — ``{"ok": true, "broker": {...}, "storage": bool}``; the kiosk waits
-  for it.
+* ``/api/health`` — ``{"ok": true, "broker": {...}, "storage": bool, "devices": n,
+  "kiosk_heartbeat_age_s": s | null}``; the kiosk waits for it, and its watchdog
+  restarts the browser when the page on the Pi itself stops beating.
+* ``/api/heartbeat`` — 204; the page calls it every 15 s. Calls from loopback (the
+  kiosk's page) are remembered: a hung renderer stops its timers, so its heartbeat
+  ages, which the browser's own endpoints (DevTools) would not show.
 * ``/api/state`` — every device's latest reading, health and availability.
 * ``/api/live`` — WebSocket: a ``snapshot`` message at once, then one ``device``
   message per reading as it arrives, and ``broker``/``collector`` messages on changes.
@@ -71,6 +75,8 @@ class WebApp:
         self.sockets: dict[web.WebSocketResponse, asyncio.Queue[str | None]] = {}
         self.password = config.viewer_password()
         self._closing: set[asyncio.Future[bool]] = set()
+        #: time.monotonic() of the last heartbeat from a page on loopback (the kiosk)
+        self.kiosk_heartbeat: float | None = None
 
     # --- feed callbacks (on the event loop) ------------------------------------------
 
@@ -116,9 +122,21 @@ class WebApp:
 
     async def health(self, _request: web.Request) -> web.StreamResponse:
         storage = await self.history.available() if self.history is not None else False
+        age = None if self.kiosk_heartbeat is None else round(time.monotonic() - self.kiosk_heartbeat, 1)
         return web.json_response(
-            {"ok": True, "broker": self.broker, "storage": storage, "devices": len(self.live.devices)}
+            {
+                "ok": True,
+                "broker": self.broker,
+                "storage": storage,
+                "devices": len(self.live.devices),
+                "kiosk_heartbeat_age_s": age,
+            }
         )
+
+    async def heartbeat(self, request: web.Request) -> web.StreamResponse:
+        if _loopback(request.remote):
+            self.kiosk_heartbeat = time.monotonic()
+        return web.Response(status=204)
 
     async def state(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response(self.snapshot())
@@ -210,6 +228,7 @@ class WebApp:
         app.router.add_get("/", self.index)
         app.router.add_get("/api/health", self.health)
         app.router.add_get("/api/state", self.state)
+        app.router.add_get("/api/heartbeat", self.heartbeat)
         app.router.add_get("/api/live", self.socket)
         app.router.add_get("/api/history", self.history_route)
         app.router.add_get("/api/energy", self.energy_route)
