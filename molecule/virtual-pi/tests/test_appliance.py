@@ -292,6 +292,10 @@ def test_ssh_by_key_only_and_firewall(host: Any) -> None:
     assert "policy drop" in ruleset
     admitted = next(line for line in ruleset.splitlines() if "@lan4 tcp dport" in line)
     assert all(str(port) in admitted for port in (22, 1883, 3000, 8080, 8883)), admitted
+    # issue 16, finding 3: the subnets the VM is on (qemu's 10.0.2.0/24), not every private range
+    lan4 = ruleset.split("set lan4 {", 1)[1].split("}", 1)[0]
+    assert "10.0.2.0/24" in lan4 and "10.0.0.0/8" not in lan4 and "192.168.0.0/16" not in lan4, lan4
+    assert host.service("sunbox-lan-sets.timer").is_running
 
 
 def test_journal_in_ram_and_no_swap_on_disk(host: Any) -> None:
