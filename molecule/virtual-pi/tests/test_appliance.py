@@ -56,6 +56,8 @@ def test_sunbox_services_run_unprivileged_and_hardened(host: Any) -> None:
         assert "ProtectSystem=strict" in props.stdout
         assert "NoNewPrivileges=yes" in props.stdout
         assert "CapabilityBoundingSet=\n" in props.stdout + "\n" or "CapabilityBoundingSet=" in props.stdout
+    store = host.run("systemctl show -p IPAddressDeny -p IPAddressAllow sunbox-store").stdout
+    assert "0.0.0.0/0" in store and "127.0.0.0/8" in store, store  # issue 16, item 12: loopback only
 
 
 def devices_in_the_last_minute(host: Any, token: str) -> set[str]:
