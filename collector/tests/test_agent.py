@@ -85,6 +85,13 @@ async def test_agent_registers_and_answers_only_configured_devices(bus_address: 
             await agent1.call_request_confirmation("/org/bluez/hci0/dev_A4_C1_37_00_00_01", 111111)
         with pytest.raises(DBusError):
             await agent1.call_request_authorization("/org/bluez/hci0/dev_11_22_33_44_55_66")
+        # issue 16, finding 11: no Just-Works pairing and no service (HID, audio), even for a configured device
+        with pytest.raises(DBusError, match="without a passkey"):
+            await agent1.call_request_authorization("/org/bluez/hci0/dev_A4_C1_37_00_00_01")
+        hid = "00001124-0000-1000-8000-00805f9b34fb"
+        with pytest.raises(DBusError, match="not offered") as service:
+            await agent1.call_authorize_service("/org/bluez/hci0/dev_A4_C1_37_00_00_01", hid)
+        assert service.value.type == "org.bluez.Error.Rejected"
         await agent1.call_cancel()
     finally:
         sunbox.disconnect()

@@ -7,7 +7,9 @@ asks the default agent, through ``org.bluez.Agent1.RequestPasskey(device)``.
 This agent registers with ``org.bluez.AgentManager1`` as the default agent, with
 capability ``KeyboardOnly``. It returns the configured passkey for configured
 addresses and rejects every other device with ``org.bluez.Error.Rejected``, so nobody
-else can pair with the appliance through it. The interface is BlueZ's
+else can pair with the appliance through it. It also rejects pairing without a passkey
+(``RequestAuthorization``) and every service authorization (``AuthorizeService``: a HID
+keyboard or an audio profile), from configured devices too. The interface is BlueZ's
 ``doc/org.bluez.Agent.rst`` (``doc/agent-api.txt`` before 5.70).
 
 Note: this module does not use ``from __future__ import annotations``, because dbus-fast
@@ -72,11 +74,17 @@ class PasskeyAgent(ServiceInterface):  # type: ignore[misc]
 
     @method()
     def RequestAuthorization(self, device: "o") -> None:  # type: ignore[name-defined] # noqa: F821
-        self._known(device, "authorization")
+        # "Just Works" pairing started by the other side: Sunbox pairs only by passkey,
+        # and only when it asks, so this is never one of ours
+        LOG.warning("pairing agent: refused pairing without a passkey from %s", address_of(device) or device)
+        raise DBusError("org.bluez.Error.Rejected", "pairing without a passkey is refused")
 
     @method()
     def AuthorizeService(self, device: "o", uuid: "s") -> None:  # type: ignore[name-defined] # noqa: F821
-        self._known(device, "service")
+        # a device asking to use a profile of the Pi (HID keyboard, audio, serial): the
+        # collector is a central that reads GATT and needs none of them, even from its own devices
+        LOG.warning("pairing agent: refused service %s to %s", uuid, address_of(device) or device)
+        raise DBusError("org.bluez.Error.Rejected", f"service {uuid} is not offered")
 
     @method()
     def RequestPinCode(self, device: "o") -> "s":  # type: ignore[name-defined] # noqa: F821
