@@ -300,6 +300,16 @@ def test_ssh_by_key_only_and_firewall(host: Any) -> None:
     assert host.service("sunbox-lan-sets.timer").is_running
 
 
+def test_unattended_updates_cover_debian_and_the_raspberry_pi_archive(host: Any) -> None:
+    """Issue 16, finding 10: the Pi's archive is added to Debian's origins, not instead of them."""
+    patterns = [line for line in host.run("apt-config dump").stdout.splitlines() if "Origins-Pattern" in line]
+    assert any("site=archive.raspberrypi.com" in p for p in patterns), patterns
+    assert any("origin=Debian" in p and "security" in p for p in patterns), patterns
+    assert any("origin=Debian" in p and 'label=Debian";' in p for p in patterns), patterns
+    held = host.run("apt-mark showhold").stdout.split()
+    assert "influxdb2" in held, held
+
+
 def test_journal_in_ram_and_no_swap_on_disk(host: Any) -> None:
     marker = f"sunbox-journal-check-{time.time_ns()}"
     with host.sudo():
