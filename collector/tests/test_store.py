@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -19,10 +20,13 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from paho.mqtt.enums import CallbackAPIVersion
 
-from sunbox.model import now_ms
+from sunbox.config import MqttConfig
+from sunbox.model import Reading, now_ms
+from sunbox.mqtt.publisher import MqttPublisher
+from sunbox.mqtt.queue import DiskQueue
 from sunbox.storage import influx_setup, layout, store_config
 from sunbox.storage.writer import Store
-from sunbox_stack.servers import InfluxDB, Mosquitto
+from sunbox_stack.servers import InfluxDB, Mosquitto, free_port
 
 pytestmark = pytest.mark.stack
 
@@ -251,3 +255,69 @@ def test_malformed_payloads_are_dead_lettered(
         store.stop()
         sub.disconnect()
         sub.loop_stop()
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["broker-ack-only", "held-until-stored"])
+def test_a_killed_broker_loses_no_reading_the_collector_took(
+    influxdb: InfluxDB, writer_token: str, tmp_path: Path, hold: bool
+) -> None:
+    """Issue 16, finding 6: Mosquitto acknowledges, then is killed before its autosave.
+
+    The writer is away (its session queues on the broker), the collector's publisher
+    sends five readings and the broker acknowledges them; then the broker is SIGKILLed and
+    started again, and the writer comes back. With the broker's acknowledgement alone
+    (the control) the five are gone. Held until the writer reports them stored, the
+    collector sends them again and all five are in InfluxDB, each once.
+    """
+    broker = Mosquitto("mosquitto", free_port(), tmp_path / "mosquitto")
+    broker.start()
+    device = f"cut{int(hold)}-{uuid.uuid4().hex[:6]}"
+    store_id = f"store-{uuid.uuid4().hex[:6]}"
+    writer = running_store(make_config(broker, influxdb, writer_token, store_id))
+    writer.stop()  # its persistent session stays on the broker, in memory
+    queue = DiskQueue(tmp_path / "queue.sqlite3", 3600, 10_000, durable=hold)
+    publisher = MqttPublisher(
+        MqttConfig(
+            port=broker.port,
+            host="127.0.0.1",
+            username=broker.username,
+            password=broker.password,
+            client_id=f"collector-{device}",
+            discovery=False,
+            hold_until_stored=hold,
+            ack_timeout_s=2,
+        ),
+        queue,
+    )
+    publisher.start()
+    try:
+        wait_for(lambda: publisher.connected, 30, "the collector connected")
+        base = now_ms() - 60_000
+        for i in range(5):
+            publisher.publish_reading(Reading(device, "battery", base + i * 1000, {"voltage": 13.0 + i / 100}))
+        if hold:  # all sent and acknowledged by the broker, kept for the writer
+            wait_for(lambda: not queue.peek(10) and queue.oldest_unacknowledged_ms() is not None, 30, "sent")
+            assert len(queue) == 5
+        else:
+            assert publisher.flush(30), "the broker acknowledged all five"
+        assert broker.process is not None
+        broker.process.kill()  # a pulled plug, for the broker: no shutdown, no save
+        broker.process.wait(10)
+        broker.process = None
+        broker.start()
+        writer = running_store(make_config(broker, influxdb, writer_token, store_id))
+        try:
+            if hold:
+                wait_for(lambda: len(stored(influxdb, device)) == 5, 90, "all five readings in InfluxDB")
+                wait_for(lambda: len(queue) == 0, 30, "the collector let them go once stored")
+                assert publisher.stored >= 5
+            else:
+                time.sleep(8)
+            points = stored(influxdb, device)
+            assert len(points) == (5 if hold else 0), sorted(points)
+        finally:
+            writer.stop()
+    finally:
+        publisher.stop()
+        queue.close()
+        broker.stop()

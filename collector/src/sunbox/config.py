@@ -106,6 +106,11 @@ class MqttConfig(BrokerConfig):
 
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
+    #: keep each reading in the disk queue until ``sunbox store`` reports it stored in
+    #: InfluxDB, not only until the broker took it (sunbox.mqtt.publisher); needs a writer
+    hold_until_stored: bool = False
+    #: send unreported readings again after this long without a report (doubling to 1 h)
+    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
 class QueueConfig(Strict):

@@ -171,7 +171,9 @@ async def run_service(config: Config) -> None:
     from sunbox.mqtt.publisher import MqttPublisher
     from sunbox.mqtt.queue import DiskQueue
 
-    queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
+    queue = DiskQueue(
+        config.queue.path, config.queue.max_age_s, config.queue.max_messages, durable=config.mqtt.hold_until_stored
+    )
     publisher = MqttPublisher(config.mqtt, queue)
     publisher.start()
     backend = await open_backend(config) if config.devices or config.victron_adverts else BleBackend()
@@ -229,7 +231,9 @@ async def run_once(config: Config, timeout: float) -> OnceResult:
     from sunbox.mqtt.publisher import MqttPublisher
     from sunbox.mqtt.queue import DiskQueue
 
-    queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
+    queue = DiskQueue(
+        config.queue.path, config.queue.max_age_s, config.queue.max_messages, durable=config.mqtt.hold_until_stored
+    )
     publisher = MqttPublisher(config.mqtt, queue)
     publisher.start()
     backend = await open_backend(config) if config.devices or config.victron_adverts else BleBackend()

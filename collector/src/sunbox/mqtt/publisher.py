@@ -12,10 +12,22 @@ and the disk queue is empty; otherwise it is appended to the queue, which a drai
 thread replays in order (original payloads, so original timestamps) once the broker is
 back, deleting rows only after the broker acknowledged them. Messages still in flight
 at shutdown are written to the queue.
+
+Held until stored (``mqtt.hold_until_stored``, the appliance's setting): the broker's
+acknowledgement is not enough, because Mosquitto keeps messages in memory between its
+autosaves, so a pulled plug or a killed broker loses what it had acknowledged (issue 16).
+Every reading and health record then goes into the queue first (synced to disk) and
+stays there until the writer reports it stored in InfluxDB: ``sunbox store`` publishes
+``{"<topic>": <time_ms>, ...}`` on ``<prefix>/_store/stored`` after each write, meaning
+every reading of that topic up to that time is in InfluxDB. Rows sent but not reported
+stored are sent again after every reconnect, and when no report came for
+``ack_timeout_s`` (doubling up to an hour while the writer stays away). A reading sent
+twice is one point in InfluxDB (same series and time), so a resend never duplicates.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -59,6 +71,13 @@ class MqttPublisher:
         self._wake = threading.Event()
         self._discovery: dict[str, tuple[str, str | None]] = {}
         self._availability: dict[str, str] = {}
+        self.hold = config.hold_until_stored
+        self.stored_topic = f"{self.prefix}/_store/stored"
+        #: readings the writer reported stored (rows removed), and bad reports skipped
+        self.stored = 0
+        self.bad_reports = 0
+        self.resends = 0
+        self._ack_timeout_s = config.ack_timeout_s
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
@@ -73,6 +92,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_stored
         self.client = client
         self._drainer = threading.Thread(target=self._drain_loop, name="mqtt-drain", daemon=True)
 
@@ -94,7 +114,7 @@ class MqttPublisher:
         while time.monotonic() < deadline:
             with self._lock:
                 pending = any(not info.is_published() for info, _ in self._inflight)
-            if not pending and len(self.queue) == 0 and self._connected:
+            if not pending and len(self.queue) == 0 and self._connected:  # held: stored, too
                 return True
             self._wake.set()
             time.sleep(0.05)
@@ -150,6 +170,11 @@ class MqttPublisher:
                 self._announce(device_id, kind, model)
         for device_id, state in availability.items():
             client.publish(f"{self.prefix}/{device_id}/availability", state, qos=1, retain=True)
+        if self.hold:
+            # reports sent while away are missed (clean session): whatever was sent and
+            # not reported stored goes again, after the subscription on this connection
+            client.subscribe(self.stored_topic, qos=1)
+            self.queue.resend_all()
         self._wake.set()
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
@@ -190,6 +215,11 @@ class MqttPublisher:
             self.client.publish(f"{self.prefix}/{device_id}/availability", state, qos=1, retain=True)
 
     def publish(self, message: Message) -> None:
+        if message.held:  # to disk first; the drain thread sends it
+            self.queue.put(message)
+            self.queued += 1
+            self._wake.set()
+            return
         with self._lock:
             if self._connected and len(self.queue) == 0:
                 info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
@@ -212,7 +242,8 @@ class MqttPublisher:
             self.register_device(reading.device_id, reading.kind, reading.values.get("model"))
         else:
             self.set_availability(reading.device_id, bool(reading.values.get("connected")))
-        self.publish(Message(f"{self.prefix}/{reading.device_id}/{leaf}", reading.to_json(), 1, False, reading.time_ms))
+        topic = f"{self.prefix}/{reading.device_id}/{leaf}"
+        self.publish(Message(topic, reading.to_json(), 1, False, reading.time_ms, held=self.hold))
 
     # --- drain (own thread) -----------------------------------------------------
 
@@ -221,9 +252,44 @@ class MqttPublisher:
             self._wake.wait(5)
             self._wake.clear()
             self.queue.prune(now_ms())
+            if self.hold:
+                self._resend_if_unreported()
             while self._connected and not self._stop.is_set() and len(self.queue):
                 if not self._drain_batch():
                     break
+
+    def _resend_if_unreported(self) -> None:
+        oldest = self.queue.oldest_unacknowledged_ms()
+        if oldest is None or now_ms() - oldest < self._ack_timeout_s * 1000:
+            return
+        count = self.queue.resend_all()
+        self.resends += 1
+        LOG.warning(
+            "the writer reported nothing stored for %.0f s: sending %d readings again (next try after %.0f s)",
+            self._ack_timeout_s,
+            count,
+            min(self._ack_timeout_s * 2, 3600.0),
+        )
+        self._ack_timeout_s = min(self._ack_timeout_s * 2, 3600.0)
+
+    def _on_stored(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        """The writer's report (network thread; touches only the queue, never ``_lock``)."""
+        if message.topic != self.stored_topic:
+            return
+        try:
+            report = json.loads(message.payload)
+            if not isinstance(report, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in report.items()
+            ):
+                raise ValueError("not an object of topic: time_ms")
+        except ValueError as exc:  # includes JSON errors
+            self.bad_reports += 1
+            if self.bad_reports == 1 or self.bad_reports % 1000 == 0:
+                LOG.warning("skipped a bad stored report on %s (%d so far): %s", message.topic, self.bad_reports, exc)
+            return
+        ours = {topic: through for topic, through in report.items() if topic.startswith(self.prefix + "/")}
+        self.stored += self.queue.acknowledge(ours)
+        self._ack_timeout_s = self.config.ack_timeout_s
 
     def _drain_batch(self) -> bool:
         batch = self.queue.peek(DRAIN_BATCH)
@@ -242,7 +308,7 @@ class MqttPublisher:
                     return False
         except (RuntimeError, ValueError):
             return False
-        self.queue.delete_through(batch[-1][0])
+        self.queue.settle(batch[-1][0], now_ms())
         self.published += len(batch)
         LOG.info("replayed %d queued messages, %d left", len(batch), len(self.queue))
         return True

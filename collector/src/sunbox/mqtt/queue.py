@@ -1,4 +1,12 @@
-"""Bounded on-disk FIFO for MQTT messages the broker has not taken yet (SQLite, WAL).
+"""Bounded on-disk FIFO for MQTT messages not yet safe elsewhere (SQLite, WAL).
+
+A row is *unheld* (gone once the broker acknowledged it) or *held* (a reading kept until
+the writer reports it stored in InfluxDB, see ``sunbox.mqtt.publisher``). ``sent_ms`` is
+0 until the row was published and acknowledged by the broker; held rows then wait for
+:meth:`DiskQueue.acknowledge`, or :meth:`DiskQueue.resend_all` makes them go out again.
+
+Durability: with ``durable=True`` every insert is synced to disk before it returns
+(``synchronous=FULL``), so a reading the collector has taken survives a pulled plug.
 
 Bounds: messages older than ``max_age_s`` and the oldest beyond ``max_messages`` are
 dropped by :meth:`DiskQueue.prune`; every drop is counted in :attr:`dropped` and logged.
@@ -23,20 +31,28 @@ class Message:
     qos: int = 1
     retain: bool = False
     created_ms: int = 0
+    #: kept in the queue until the writer reports it stored (not only the broker)
+    held: bool = False
 
 
 class DiskQueue:
     """FIFO of :class:`Message` rows; ``id`` order is publish order."""
 
-    def __init__(self, path: Path, max_age_s: float, max_messages: int) -> None:
+    def __init__(self, path: Path, max_age_s: float, max_messages: int, durable: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: each commit is fsynced, so what was put survives a power cut; NORMAL (in
+        # WAL mode) survives a crash of the process only
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
             " payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, created_ms INTEGER NOT NULL)"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
+        for column in ("held", "sent_ms"):  # queues made by earlier versions lack them
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE queue ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
         self._lock = threading.Lock()
         self.max_age_ms = int(max_age_s * 1000)
         self.max_messages = max_messages
@@ -50,8 +66,8 @@ class DiskQueue:
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT INTO queue (topic, payload, qos, retain, created_ms) VALUES (?, ?, ?, ?, ?)",
-                [(m.topic, m.payload, m.qos, int(m.retain), m.created_ms) for m in messages],
+                "INSERT INTO queue (topic, payload, qos, retain, created_ms, held) VALUES (?, ?, ?, ?, ?, ?)",
+                [(m.topic, m.payload, m.qos, int(m.retain), m.created_ms, int(m.held)) for m in messages],
             )
             self._db.execute("COMMIT")
             self._count += len(messages)
@@ -60,17 +76,50 @@ class DiskQueue:
         self.put_many([message])
 
     def peek(self, limit: int) -> list[tuple[int, Message]]:
+        """The oldest rows not sent yet, in order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, topic, payload, qos, retain, created_ms FROM queue ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, topic, payload, qos, retain, created_ms, held FROM queue WHERE sent_ms = 0"
+                " ORDER BY id LIMIT ?",
+                (limit,),
             ).fetchall()
-        return [(r[0], Message(r[1], bytes(r[2]), r[3], bool(r[4]), r[5])) for r in rows]
+        return [(r[0], Message(r[1], bytes(r[2]), r[3], bool(r[4]), r[5], bool(r[6]))) for r in rows]
 
-    def delete_through(self, last_id: int) -> None:
-        """Remove every row up to and including ``last_id``."""
+    def settle(self, last_id: int, now_ms: int) -> None:
+        """The broker acknowledged every unsent row up to ``last_id``: unheld rows go,
+        held rows are marked sent at ``now_ms`` and wait for the writer."""
         with self._lock:
-            cursor = self._db.execute("DELETE FROM queue WHERE id <= ?", (last_id,))
-            self._count -= cursor.rowcount
+            self._db.execute("BEGIN")
+            gone = self._db.execute("DELETE FROM queue WHERE id <= ? AND sent_ms = 0 AND held = 0", (last_id,))
+            self._db.execute("UPDATE queue SET sent_ms = ? WHERE id <= ? AND sent_ms = 0", (now_ms, last_id))
+            self._db.execute("COMMIT")
+            self._count -= gone.rowcount
+
+    def acknowledge(self, stored: dict[str, int]) -> int:
+        """The writer stored every reading of each topic up to its ``time_ms``: drop those
+        held rows that were sent. Returns how many rows went."""
+        removed = 0
+        with self._lock:
+            self._db.execute("BEGIN")
+            for topic, through_ms in stored.items():
+                removed += self._db.execute(
+                    "DELETE FROM queue WHERE held = 1 AND sent_ms > 0 AND topic = ? AND created_ms <= ?",
+                    (topic, through_ms),
+                ).rowcount
+            self._db.execute("COMMIT")
+            self._count -= removed
+        return removed
+
+    def oldest_unacknowledged_ms(self) -> int | None:
+        """When the oldest held row still waiting for the writer was sent, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(sent_ms) FROM queue WHERE sent_ms > 0").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def resend_all(self) -> int:
+        """Mark every sent, unacknowledged row unsent again; returns how many."""
+        with self._lock:
+            return int(self._db.execute("UPDATE queue SET sent_ms = 0 WHERE sent_ms > 0").rowcount)
 
     def prune(self, now_ms: int) -> int:
         """Apply the age and count bounds; return how many messages were dropped."""

@@ -26,6 +26,9 @@ class StoreMqttConfig(BrokerConfig):
     #: Receive Maximum); at least one batch, so batches fill up
     receive_maximum: Annotated[int, Field(ge=10, le=65535)] = 20_000
     dead_letter_topic: str = "sunbox/deadletter"
+    #: after each write, report on ``<prefix>/_store/stored`` what InfluxDB now holds, so
+    #: collectors holding readings until stored can let them go (sunbox.mqtt.publisher)
+    report_stored: bool = True
 
 
 class InfluxConfig(TokenConfig):

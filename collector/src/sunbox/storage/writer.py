@@ -19,6 +19,12 @@ Delivery contract:
 * An acknowledgement is sent only on the connection the message arrived on: after a
   reconnect the broker redelivers what was not acknowledged, and acknowledging an old
   packet id on a new connection could acknowledge a different message.
+* After each batch is written (or dead-lettered) the writer publishes, at QoS 1, a
+  report ``{"<topic>": <largest time_ms>, ...}`` on ``<prefix>/_store/stored``: every
+  reading of that topic up to that time is now in InfluxDB (or dead-lettered). A
+  collector with ``hold_until_stored`` keeps each reading on its disk until then, so a
+  broker that loses what it had acknowledged (killed, or the power cut between its
+  autosaves) loses nothing (issue 16).
 """
 
 from __future__ import annotations
@@ -234,6 +240,8 @@ class Store:
             if not self._dead_letter(item, reason):
                 return False
         self._ack(batch)
+        if self.config.mqtt.report_stored:
+            self._report_stored([(item, point.time_ms) for item, point in good] + [(i, None) for i, _ in bad])
         self.stats.batches += 1
         self.stats.written += len(good) - len(refused)
         return True
@@ -313,6 +321,18 @@ class Store:
                 return True
         return False
 
+    def _report_stored(self, handled: list[tuple[Incoming, int | None]]) -> None:
+        """Publish the largest time_ms handled per topic (fire and forget: a lost report
+        only makes the collector send those readings again, which writes nothing new)."""
+        through: dict[str, int] = {}
+        for item, time_ms in handled:
+            stamp = time_ms if time_ms is not None else _time_ms_of(item.payload)
+            if stamp is not None and stamp > through.get(item.topic, -1):
+                through[item.topic] = stamp
+        if through:
+            topic = f"{self.config.mqtt.topic_prefix}/_store/stored"
+            self.client.publish(topic, json.dumps(through, separators=(",", ":")), qos=1)
+
     def _ack(self, batch: list[Incoming]) -> None:
         with self._cond:
             generation = self._generation
@@ -333,6 +353,15 @@ class Store:
             s.write_failures,
             pending,
         )
+
+
+def _time_ms_of(payload: bytes) -> int | None:
+    """A dead-lettered message's own time_ms, when it has an integer one."""
+    try:
+        value = json.loads(payload).get("time_ms")
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _body(exc: ApiException) -> str:
