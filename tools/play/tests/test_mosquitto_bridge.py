@@ -122,8 +122,9 @@ def test_field_pi_bridges_readings_to_the_central_broker_over_tls(tmp_path: Path
         "mosquitto_tls_cert_file": str(certs / "server.crt"), "mosquitto_tls_key_file": str(certs / "server.key"),
         "mosquitto_tls_ca_file": str(certs / "ca.crt"),
         "mosquitto_users": [
-            {"name": "sunbox-store", "password": users["store"], "acl": ["read sunbox/#", "write sunbox/deadletter"]},
-            {"name": "bridge-field", "password": users["bridge"], "acl": ["write sunbox/#"]},
+            {"name": "sunbox-store", "password": users["store"],
+             "acl": ["read sunbox/#", "write sunbox/deadletter", "write sunbox/_store/stored"]},
+            {"name": "bridge-field", "password": users["bridge"], "acl": ["write sunbox/#", "read sunbox/_store/#"]},
         ],
     })  # fmt: skip
     render(tmp_path / "field", {
@@ -160,6 +161,20 @@ def test_field_pi_bridges_readings_to_the_central_broker_over_tls(tmp_path: Path
         assert (topic, payload) == ("sunbox/house-battery/state", reading), (
             tmp_path / "field/mosquitto.log"
         ).read_text()
+
+        # the writer's stored reports travel the other way, to the field Pi's collector
+        collector.subscribe("sunbox/_store/stored", qos=1)
+        report = json.dumps({"sunbox/house-battery/state": 1}).encode()
+        for _ in range(30):  # until the bridge's subscription for them is up
+            store.publish("sunbox/_store/stored", report, qos=1)
+            try:
+                seen = collector_inbox.get(timeout=1)
+            except queue.Empty:
+                continue
+            if seen == ("sunbox/_store/stored", report):
+                break
+        else:
+            raise AssertionError("the stored report did not reach the field broker")
 
         anonymous, anonymous_inbox = client(central_port, None, None)
         clients.append(anonymous)
