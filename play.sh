@@ -9,7 +9,7 @@ usage() {
 Usage:
   ./play.sh -i inventories/<site>/hosts.yml [ansible-playbook options]
   ./play.sh discover -i inventories/<site>/hosts.yml   (list the devices each Pi hears)
-  ./play.sh virtual-pi [--soak S] [molecule command]   (default: test; soak 120 s)
+  ./play.sh virtual-pi [--soak S] [--cuts N] [molecule command]   (default: test; soak 120 s, 1 power cut)
   ./play.sh lint
   ./play.sh vault create|edit|view FILE          (ansible-vault from the pinned environment)
 
@@ -85,13 +85,14 @@ case "${1:-}" in
     ;;
   virtual-pi)
     shift
-    if [ "${1:-}" = --soak ]; then
-      # the memory benchmark: services run this many seconds before the restart check
-      # and the RSS report (the test command's default is 120, docs/virtual-pi.md)
-      [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "play.sh: --soak takes a number of seconds" >&2; exit 2; }
-      export SUNBOX_VPI_SOAK_S=$2
+    while [ "${1:-}" = --soak ] || [ "${1:-}" = --cuts ]; do
+      # --soak: the memory benchmark: services run this many seconds before the restart
+      # check and the RSS report (the test command's default is 120); --cuts: how many
+      # power cuts (default 1), docs/virtual-pi.md
+      [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "play.sh: $1 takes a number" >&2; exit 2; }
+      if [ "$1" = --soak ]; then export SUNBOX_VPI_SOAK_S=$2; else export SUNBOX_VPI_CUTS=$2; fi
       shift 2
-    fi
+    done
     ensure_venv virtual-pi
     cd "$root"
     if [ $# -eq 0 ]; then set -- test; fi

@@ -5,6 +5,9 @@
                                  serve the repository, boot the VM, wait for SSH, write
                                  STATE_DIR/instance.json (address, port, user, key, repo)
 ``appliance.py down STATE_DIR``  stop the VM and the repository server
+``appliance.py cut STATE_DIR``   pull the plug: SIGKILL qemu (no shutdown, nothing flushed
+                                 by the guest) and boot the same disk again; prints
+                                 ``{"killed_at", "booted_at", "ssh_after_s"}`` (Unix s)
 
 The image stands in for a fresh Raspberry Pi OS Bookworm desktop install: Debian bookworm
 (debootstrap, on top of tools/vpi's cached base) with a ``pi`` user that has passwordless
@@ -357,7 +360,7 @@ def up(state: Path) -> int:
     (state / "apt-repo.pid").write_text(f"{server.pid}\n")
     ssh_port = free_port()
     log("vm: booting (qemu, tcg)")
-    vpi.sh(
+    qemu = [
         "qemu-system-x86_64",
         "-accel",
         "tcg,thread=multi",
@@ -388,7 +391,9 @@ def up(state: Path) -> int:
         f"name=opt/sunbox/authorized_keys,file={key}.pub",
         "-nic",
         f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-    )
+    ]
+    (state / "qemu.json").write_text(json.dumps({"argv": [str(a) for a in qemu], "ssh_port": ssh_port}) + "\n")
+    vpi.sh(*qemu)
     wait_for_ssh(ssh_port, key, 900)
     log(f"vm: SSH answers after {time.monotonic() - started:.0f} s (port {ssh_port})")
     repo_url = f"http://{GUEST_HOST}:{repo_port}/influxdata"
@@ -422,6 +427,19 @@ def _kill(pidfile: Path, sig: int = signal.SIGTERM) -> None:
     pidfile.unlink(missing_ok=True)
 
 
+def cut(state: Path) -> int:
+    """Kill the VM as a pulled plug would, boot it again from the same disk, wait for SSH."""
+    saved = json.loads((state / "qemu.json").read_text())
+    _kill(state / "qemu.pid", signal.SIGKILL)
+    killed_at = time.time()
+    log("vm: power cut (qemu SIGKILLed); booting the same disk again")
+    vpi.sh(*saved["argv"])
+    wait_for_ssh(saved["ssh_port"], state / "id_ed25519", 900)
+    booted_at = time.time()
+    print(json.dumps({"killed_at": killed_at, "booted_at": booted_at, "ssh_after_s": round(booted_at - killed_at, 1)}))
+    return 0
+
+
 def down(state: Path) -> int:
     _kill(state / "qemu.pid")
     _kill(state / "apt-repo.pid")
@@ -432,7 +450,7 @@ def down(state: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "image"])
+    parser.add_argument("command", choices=["up", "down", "cut", "image"])
     parser.add_argument("state", type=Path, nargs="?", default=None)
     args = parser.parse_args()
     if args.command == "image":
@@ -441,7 +459,7 @@ def main() -> int:
         return 0
     if args.state is None:
         parser.error("give the state directory")
-    return up(args.state) if args.command == "up" else down(args.state)
+    return {"up": up, "down": down, "cut": cut}[args.command](args.state)
 
 
 if __name__ == "__main__":
