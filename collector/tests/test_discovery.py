@@ -63,4 +63,7 @@ def test_inventory_numbers_ids_and_leaves_out_what_sunbox_cannot_read() -> None:
     parsed = yaml.safe_load(text)
     assert [d["id"] for d in parsed["sunbox_devices"]] == ["battery-1", "battery-2"]
     assert parsed["sunbox_devices"][0]["address"] == "A4:C1:37:00:00:01"
-    assert parsed["sunbox_victron_adverts"] == [] and "11:22:33" not in text
+    assert parsed["sunbox_victron_adverts"] == []
+    assert all(d["address"] != "11:22:33:44:55:66" for d in parsed["sunbox_devices"])
+    heard = [line for line in text.splitlines() if line.startswith("# 11:22:33:44:55:66")]
+    assert heard and "not a device Sunbox reads" in heard[0], "everything heard is listed, as a comment"
