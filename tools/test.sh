@@ -36,4 +36,8 @@ echo "== lint"
 ./play.sh lint
 
 echo "== tests"
-exec .venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" collector/tests grafana/tests tools/stack/tests tools/play/tests tools/vpi/tests "$@"
+# Two workers (pytest-xdist): the virtual-Pi tests, one after the other, on one of them
+# (xdist_group "virtual-pi"); everything else beside them. Modules with module-scoped
+# servers or a browser keep to one worker each (their xdist_group).
+exec .venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" -n 2 --dist loadgroup \
+  collector/tests grafana/tests tools/stack/tests tools/play/tests tools/vpi/tests "$@"

@@ -31,7 +31,8 @@ from sunbox.storage import influx_setup, layout
 from sunbox.storage.points import FLAG_FIELDS, LAST_FIELDS, RawPoint, parse_message
 from sunbox_stack.servers import InfluxDB
 
-pytestmark = pytest.mark.stack
+# one worker keeps this module's fixtures (tools/test.sh runs pytest-xdist)
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("tiers")]
 
 HOUR = 3_600_000
 STEP_MS = 10_000

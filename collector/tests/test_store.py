@@ -28,7 +28,8 @@ from sunbox.storage import influx_setup, layout, store_config
 from sunbox.storage.writer import Store
 from sunbox_stack.servers import InfluxDB, Mosquitto, free_port
 
-pytestmark = pytest.mark.stack
+# one worker keeps this module's fixtures (tools/test.sh runs pytest-xdist)
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("store")]
 
 LAYOUT = layout.parse({"org": "store"})
 

@@ -38,6 +38,7 @@ from .webkit import (
 
 pytestmark = [
     pytest.mark.stack,
+    pytest.mark.xdist_group("web"),  # one worker keeps this module's fixtures (tools/test.sh runs pytest-xdist)
     pytest.mark.skipif(
         not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Debian's chromium and chromium-driver"
     ),

@@ -24,7 +24,8 @@ import requests
 from sunbox_stack import provision, seed
 from sunbox_stack.servers import Grafana, InfluxDB, free_port
 
-pytestmark = pytest.mark.stack
+# one worker keeps this module's fixtures (tools/test.sh runs pytest-xdist)
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("dashboards")]
 
 GRAFANA_DIR = Path(__file__).parents[1]
 FIXTURES = GRAFANA_DIR.parent / "collector" / "tests" / "fixtures" / "devices.json"
