@@ -57,6 +57,21 @@ def test_sunbox_services_run_unprivileged_and_hardened(host: Any) -> None:
         assert "ProtectSystem=strict" in props.stdout
         assert "NoNewPrivileges=yes" in props.stdout
         assert "CapabilityBoundingSet=\n" in props.stdout + "\n" or "CapabilityBoundingSet=" in props.stdout
+    # issue 16, item 12: a user per service; none reads another's configuration or token
+    users = {"sunbox-collector": "sunbox", "sunbox-store": "sunbox-store", "sunbox-web": "sunbox-web"}
+    for unit, user in users.items():
+        assert host.run(f"systemctl show -P User {unit}").stdout.strip() == user, unit
+    secrets_of = {
+        "sunbox": ["/etc/sunbox/sunbox.yaml"],
+        "sunbox-store": ["/etc/sunbox/store.yaml", "/etc/sunbox/influx-writer-token"],
+        "sunbox-web": ["/etc/sunbox/web.yaml", "/etc/sunbox/influx-dashboards-token"],
+    }
+    with host.sudo():
+        for user in secrets_of:
+            for other, files in secrets_of.items():
+                for path in files:
+                    readable = host.run(f"runuser -u {user} -- head -c1 {path}").rc == 0
+                    assert readable == (other == user), f"{user} reading {path}: {readable}"
     store = host.run("systemctl show -p IPAddressDeny -p IPAddressAllow sunbox-store").stdout
     assert "0.0.0.0/0" in store and "127.0.0.0/8" in store, store  # issue 16, item 12: loopback only
 
