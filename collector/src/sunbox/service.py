@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sunbox import systemd
 from sunbox.aio import within
 from sunbox.ble.adapter import AdapterSupervisor, PowerCycle, bluez_power_cycle
 from sunbox.ble.link import DeviceLink, Publish
@@ -190,11 +191,15 @@ async def run_service(config: Config) -> None:
     assert task is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
+    systemd.notify("READY=1")
+    pings = asyncio.create_task(systemd.watchdog_pings(publisher.healthy))
     try:
         await collector.run()
     except asyncio.CancelledError:
         LOG.info("stopping")
     finally:
+        systemd.notify("STOPPING=1")
+        pings.cancel()
         for closer in backend.closers:
             with contextlib.suppress(Exception):
                 await closer.close()

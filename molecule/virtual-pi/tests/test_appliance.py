@@ -57,6 +57,10 @@ def test_sunbox_services_run_unprivileged_and_hardened(host: Any) -> None:
         assert "ProtectSystem=strict" in props.stdout
         assert "NoNewPrivileges=yes" in props.stdout
         assert "CapabilityBoundingSet=\n" in props.stdout + "\n" or "CapabilityBoundingSet=" in props.stdout
+    # issue 16, item 12: systemd's watchdog on each (READY=1 and pings, sunbox.systemd)
+    for unit in ("sunbox-collector", "sunbox-store", "sunbox-web"):
+        shown = host.run(f"systemctl show -p Type -p WatchdogUSec -p NotifyAccess {unit}").stdout
+        assert "Type=notify" in shown and "NotifyAccess=main" in shown and "WatchdogUSec=0\n" not in shown, shown
     # issue 16, item 12: a user per service; none reads another's configuration or token
     users = {"sunbox-collector": "sunbox", "sunbox-store": "sunbox-store", "sunbox-web": "sunbox-web"}
     for unit, user in users.items():

@@ -100,6 +100,10 @@ class MqttPublisher:
     def connected(self) -> bool:
         return self._connected
 
+    def healthy(self) -> bool:
+        """The drain thread runs (it prunes and replays the disk queue); for the watchdog."""
+        return self._drainer.is_alive() and not self._stop.is_set()
+
     # --- lifecycle --------------------------------------------------------------
 
     def start(self) -> None:

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from sunbox import systemd
 from sunbox.config import ConfigError
 
 from . import layout as layout_mod
@@ -66,7 +67,20 @@ def cmd_store(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: done.set())
     store = Store(cfg)
     store.start()
+    systemd.notify("READY=1")
+    interval = systemd.watchdog_interval_s()
+    if interval is not None:
+        # the longest wait of the worker is retry_max_s plus one write's timeout
+        max_age = cfg.retry_max_s + cfg.influx.timeout_s + 30
+
+        def pings() -> None:
+            while not done.wait(interval / systemd.PING_DIVISOR):
+                if store.alive(max_age):
+                    systemd.notify("WATCHDOG=1")
+
+        threading.Thread(target=pings, name="watchdog", daemon=True).start()
     done.wait()
+    systemd.notify("STOPPING=1")
     store.stop()
     return 0
 

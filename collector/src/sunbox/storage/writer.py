@@ -118,6 +118,16 @@ class Store:
         client.on_subscribe = self._on_subscribe
         self.client = client
         self._worker = threading.Thread(target=self._work, name="store-writer", daemon=True)
+        #: time.monotonic() when the worker last went round a loop (waiting included)
+        self.last_beat = time.monotonic()
+
+    def alive(self, max_age_s: float) -> bool:
+        """The worker runs and went round a loop within ``max_age_s`` (for the watchdog).
+
+        Every wait of the worker is bounded (1 s for messages, ``retry_max_s`` between
+        write attempts, the InfluxDB timeout per write), so a longer silence is a hang.
+        """
+        return self._worker.is_alive() and time.monotonic() - self.last_beat < max_age_s
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -196,6 +206,7 @@ class Store:
         size = self.config.batch_size
         with self._cond:
             while not self._pending and not self._stopping.is_set():
+                self.last_beat = time.monotonic()
                 self._cond.wait(1.0)
             if not self._pending:
                 return []
@@ -211,6 +222,7 @@ class Store:
     def _work(self) -> None:
         next_stats = time.monotonic() + self.config.stats_interval_s
         while not self._stopping.is_set():
+            self.last_beat = time.monotonic()
             batch = self._take_batch()
             if batch:
                 try:
@@ -261,6 +273,7 @@ class Store:
         records = [point.to_record() for _, point in good]
         delay = self.config.retry_initial_s
         while True:
+            self.last_beat = time.monotonic()
             try:
                 self._write(records)
                 self.stats.last_write_ms = now_ms()
@@ -284,6 +297,7 @@ class Store:
         for item, point in good:
             delay = self.config.retry_initial_s
             while True:
+                self.last_beat = time.monotonic()
                 try:
                     self._write([point.to_record()])
                     break
@@ -312,6 +326,7 @@ class Store:
         self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
         info = self.client.publish(self.config.mqtt.dead_letter_topic, body, qos=1)
         while not self._stopping.is_set():
+            self.last_beat = time.monotonic()
             try:
                 info.wait_for_publish(5)
             except (RuntimeError, ValueError):  # not connected now: paho sends it after reconnecting

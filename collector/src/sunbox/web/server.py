@@ -41,6 +41,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from sunbox import systemd
+
 from .config import WebConfig
 from .feed import Feed
 from .history import GAP_SPAN_S, GAP_WINDOW_S, History, HistoryError, StorageUnavailable, parse_range
@@ -258,9 +260,13 @@ async def serve(config: WebConfig, stop: asyncio.Event, ready: Callable[[int], N
     LOG.info("sunbox web listening on %s:%s", config.listen, port)
     if ready is not None:
         ready(port)
+    systemd.notify("READY=1")
+    pings = asyncio.create_task(systemd.watchdog_pings())
     try:
         await stop.wait()
     finally:
+        systemd.notify("STOPPING=1")
+        pings.cancel()
         for socket in list(app.sockets):
             await socket.close()
         await runner.cleanup()
