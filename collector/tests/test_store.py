@@ -7,6 +7,7 @@ payloads are dead-lettered with a reason while the writer keeps going.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 import uuid
@@ -140,6 +141,51 @@ def test_readings_arrive_with_their_own_time(
         assert store.stats.dead_lettered == 0
     finally:
         store.stop()
+
+
+def test_a_field_sites_readings_are_its_own_and_its_report_goes_back_to_it(
+    mosquitto: Mosquitto, influxdb: InfluxDB, writer_token: str, publisher: Publisher
+) -> None:
+    """A bridged site's topics (sunbox.topics): stored as ``<site>.<device_id>``, beside
+    the central Pi's own device of the same id, and each reported on its own topic."""
+    reports: queue.Queue[tuple[str, dict[str, int]]] = queue.Queue()
+    listener = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="site-report-listener")
+    listener.username_pw_set(mosquitto.username, mosquitto.password)
+    listener.on_message = lambda _c, _u, m: reports.put((m.topic, json.loads(m.payload)))
+    listener.connect("127.0.0.1", mosquitto.port)
+    listener.subscribe("sunbox/_store/#", qos=1)
+    listener.loop_start()
+    store = running_store(make_config(mosquitto, influxdb, writer_token, "store-sites"))
+    try:
+        start = now_ms() - 600_000
+        body = {"device_id": "sites-bat", "kind": "battery", "time_ms": start, "voltage": 13.1, "soc": 50.0}
+        publisher.raw("sunbox/site/cabin/sites-bat/state", json.dumps(body).encode())
+        publisher.reading("sites-bat", start, 12.9)
+        publisher.flush()
+        wait_for(
+            lambda: (
+                ("cabin.sites-bat", start) in stored(influxdb, "cabin.")
+                and ("sites-bat", start) in stored(influxdb, "sites-")
+            ),
+            what="both readings in InfluxDB",
+        )
+        assert stored(influxdb, "cabin.sites-bat") == {("cabin.sites-bat", start): pytest.approx(13.1)}
+        assert stored(influxdb, "sites-bat") == {("sites-bat", start): pytest.approx(12.9)}
+        seen: dict[str, dict[str, int]] = {}
+        wait_for(lambda: _drain(reports, seen) and len(seen) >= 2, what="both reports")
+        assert seen["sunbox/_store/site/cabin/stored"] == {"sunbox/sites-bat/state": start}
+        assert seen["sunbox/_store/stored"]["sunbox/sites-bat/state"] == start
+    finally:
+        store.stop()
+        listener.loop_stop()
+        listener.disconnect()
+
+
+def _drain(inbox: queue.Queue[tuple[str, dict[str, int]]], into: dict[str, dict[str, int]]) -> bool:
+    while not inbox.empty():
+        topic, report = inbox.get()
+        into.setdefault(topic, {}).update(report)
+    return True
 
 
 def test_influxdb_down_loses_nothing(

@@ -13,10 +13,12 @@ from typing import Annotated, Any, Literal, Self, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sunbox.topics import NAME_PATTERN
+
 DEFAULT_PATH = Path("/etc/sunbox/sunbox.yaml")
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 #: the device-id rule, shared with the storage writer
-DEVICE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+DEVICE_ID_PATTERN = NAME_PATTERN  # also a site name (sunbox.topics)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -1,9 +1,10 @@
 """The mosquitto role's files, rendered by Ansible, run by the real Mosquitto: two sites.
 
-A central broker (TLS listener, an account per field Pi) and a field broker that bridges
-``sunbox/#`` to it over TLS, both from roles/mosquitto/templates with the role's
-defaults. A reading published on the field broker must arrive on the central one; the
-central broker must refuse anonymous clients and a reader's attempt to write.
+A central broker (TLS listener, an account per field site) and a field broker that
+bridges its devices to it over TLS under its site's branch, both from
+roles/mosquitto/templates with the role's defaults. A reading published on the field
+broker must arrive on the central one as the site's; the central broker must refuse
+anonymous clients, a reader's attempt to write and one site posing as another.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import queue
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +110,26 @@ def make_certs(directory: Path) -> None:
             "-days", "2", "-extfile", "san.ext", "-out", "server.crt")  # fmt: skip
 
 
+def default_account(name: str, password: str) -> dict[str, Any]:
+    """One of the role's default accounts, its ACL as the role has it, with a test password."""
+    accounts = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["mosquitto_users"]
+    account = next(a for a in accounts if a["name"] == name)
+    return {**account, "password": password}
+
+
+def received(inbox: queue.Queue[Any], wait_s: float) -> list[tuple[str, bytes]]:
+    """Every message that arrives within wait_s."""
+    seen = []
+    try:
+        while True:
+            seen.append(inbox.get(timeout=wait_s))
+    except queue.Empty:
+        return seen
+
+
 def test_field_pi_bridges_readings_to_the_central_broker_over_tls(tmp_path: Path) -> None:
+    """Two sites bridge to one central broker; each site's account may publish under its
+    own branch only (issue 16, finding 5)."""
     certs = tmp_path / "certs"
     make_certs(certs)
     central_port, tls_port, field_port = free_port(), free_port(), free_port()
@@ -116,23 +137,21 @@ def test_field_pi_bridges_readings_to_the_central_broker_over_tls(tmp_path: Path
         "collector": "field collector pass",
         "store": "central store pass",
         "bridge": "bridge pass",
+        "other": "other site pass",
     }
     render(tmp_path / "central", {
         "mosquitto_port": central_port, "mosquitto_tls_port": tls_port,
         "mosquitto_tls_cert_file": str(certs / "server.crt"), "mosquitto_tls_key_file": str(certs / "server.key"),
         "mosquitto_tls_ca_file": str(certs / "ca.crt"),
-        "mosquitto_users": [
-            {"name": "sunbox-store", "password": users["store"],
-             "acl": ["read sunbox/#", "write sunbox/deadletter", "write sunbox/_store/stored"]},
-            {"name": "bridge-field", "password": users["bridge"], "acl": ["write sunbox/#", "read sunbox/_store/#"]},
+        "mosquitto_users": [default_account("sunbox-store", users["store"])],
+        "mosquitto_sites": [
+            {"name": "field", "password": users["bridge"]}, {"name": "cabin", "password": users["other"]},
         ],
     })  # fmt: skip
     render(tmp_path / "field", {
         "mosquitto_port": field_port,
-        "mosquitto_users": [
-            {"name": "sunbox-collector", "password": users["collector"], "acl": ["readwrite sunbox/#"]},
-        ],
-        "mosquitto_bridge_host": "localhost", "mosquitto_bridge_port": tls_port,
+        "mosquitto_users": [default_account("sunbox-collector", users["collector"])],
+        "mosquitto_bridge_host": "localhost", "mosquitto_bridge_port": tls_port, "mosquitto_bridge_site": "field",
         "mosquitto_bridge_username": "bridge-field", "mosquitto_bridge_password": users["bridge"],
         "mosquitto_bridge_ca_file": str(certs / "ca.crt"),
     })  # fmt: skip
@@ -158,15 +177,16 @@ def test_field_pi_bridges_readings_to_the_central_broker_over_tls(tmp_path: Path
                 break
             except queue.Empty:
                 continue
-        assert (topic, payload) == ("sunbox/house-battery/state", reading), (
+        # on the central broker the reading is the field site's
+        assert (topic, payload) == ("sunbox/site/field/house-battery/state", reading), (
             tmp_path / "field/mosquitto.log"
         ).read_text()
 
-        # the writer's stored reports travel the other way, to the field Pi's collector
+        # the writer's stored reports for the site travel the other way, to its collector
         collector.subscribe("sunbox/_store/stored", qos=1)
         report = json.dumps({"sunbox/house-battery/state": 1}).encode()
         for _ in range(30):  # until the bridge's subscription for them is up
-            store.publish("sunbox/_store/stored", report, qos=1)
+            store.publish("sunbox/_store/site/field/stored", report, qos=1)
             try:
                 seen = collector_inbox.get(timeout=1)
             except queue.Empty:
@@ -175,6 +195,22 @@ def test_field_pi_bridges_readings_to_the_central_broker_over_tls(tmp_path: Path
                 break
         else:
             raise AssertionError("the stored report did not reach the field broker")
+
+        # another site's account: its own branch works, posing as the field site or as the
+        # central Pi's own devices does not, and it cannot read the field site's reports
+        other, other_inbox = client(central_port, "bridge-cabin", users["other"])
+        clients.append(other)
+        assert other_inbox.get(timeout=10) == ("connack", 0)
+        other.subscribe("sunbox/_store/#", qos=1)
+        time.sleep(0.5)
+        for forged in ("sunbox/site/field/house-battery/state", "sunbox/house-battery/state", "sunbox/_store/stored"):
+            other.publish(forged, b"{}", qos=1)
+        store.publish("sunbox/_store/site/field/stored", report, qos=1)
+        other.publish("sunbox/site/cabin/mppt/state", reading, qos=1)
+        arrived = received(inbox, 2)
+        assert ("sunbox/site/cabin/mppt/state", reading) in arrived, arrived
+        assert not [m for m in arrived if m[1] == b"{}"], f"a site posed as another: {arrived}"
+        assert received(other_inbox, 0.5) == [], "a site read another's reports"
 
         anonymous, anonymous_inbox = client(central_port, None, None)
         clients.append(anonymous)

@@ -3,7 +3,8 @@
 Pure functions, no I/O. The schema (see ``docs/data-model.md``, "InfluxDB"):
 
 * measurement = the reading's ``kind`` (``battery``, ``charger``, ``health``, ...);
-* tags: ``device`` (the ``device_id``) and ``kind``;
+* tags: ``device`` (the ``device_id``, or ``<site>.<device_id>`` for a bridged field
+  site, see :mod:`sunbox.topics`) and ``kind``;
 * fields: the data-model names. Numbers are written as floats, except the flag fields
   (:data:`FLAG_FIELDS`), which are non-negative integers so that tiers can OR them.
   Only the fields in :data:`TEXT_FIELDS` may be strings and only those in
@@ -27,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sunbox import topics
 from sunbox.config import DEVICE_ID_PATTERN
 
 #: Bitmask fields: integers, aggregated with bitwise OR in the tiers.
@@ -220,7 +222,9 @@ def parse_message(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox
 
 
 def parse_reading(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox") -> tuple[RawPoint, dict[str, Any]]:
-    """Validate one MQTT message from ``<prefix>/<device_id>/state`` or ``/health``.
+    """Validate one MQTT message from ``<prefix>/<device_id>/state`` or ``/health``, or
+    the same from a field site, ``<prefix>/site/<site>/<device_id>/...`` (:mod:`sunbox.topics`).
+    A site's point has the device ``<site>.<device_id>``.
 
     Args:
         topic: the MQTT topic the message arrived on.
@@ -234,8 +238,11 @@ def parse_reading(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox
     Raises:
         PayloadError: with a reason naming what is wrong.
     """
-    parts = topic.split("/")
-    if len(parts) != 3 or parts[0] != prefix or parts[2] not in ("state", "health"):
+    try:
+        where = topics.parse(topic, prefix)
+    except topics.TopicError as exc:
+        raise PayloadError(str(exc)) from None
+    if where.leaf not in ("state", "health"):
         raise PayloadError(f"unexpected topic {topic!r}")
     try:
         data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
@@ -248,13 +255,13 @@ def parse_reading(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox
     device_id = data.get("device_id")
     if not isinstance(device_id, str) or not DEVICE_ID_PATTERN.match(device_id):
         raise PayloadError(f"device_id missing or invalid: {device_id!r}")
-    if device_id != parts[1]:
-        raise PayloadError(f"device_id {device_id!r} does not match the topic's {parts[1]!r}")
+    if device_id != where.device_id:
+        raise PayloadError(f"device_id {device_id!r} does not match the topic's {where.device_id!r}")
     kind = data.get("kind")
     if not isinstance(kind, str) or not _KIND.match(kind):
         raise PayloadError(f"kind missing or invalid: {kind!r}")
-    if (kind == "health") != (parts[2] == "health"):
-        raise PayloadError(f"kind {kind!r} does not belong on a /{parts[2]} topic")
+    if (kind == "health") != (where.leaf == "health"):
+        raise PayloadError(f"kind {kind!r} does not belong on a /{where.leaf} topic")
     time_ms = data.get("time_ms")
     if isinstance(time_ms, bool) or not isinstance(time_ms, int):
         raise PayloadError(f"time_ms missing or not an integer: {time_ms!r}")
@@ -265,4 +272,4 @@ def parse_reading(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox
     fields = _fields({k: v for k, v in data.items() if k not in _ENVELOPE})
     if not fields:
         raise PayloadError("no values")
-    return RawPoint(measurement=kind, device=device_id, time_ms=time_ms, fields=fields), data
+    return RawPoint(measurement=kind, device=where.device, time_ms=time_ms, fields=fields), data

@@ -3,7 +3,9 @@
 Delivery contract:
 
 * The writer holds a persistent MQTT 5 session (clean start off, session expiry from
-  the config) subscribed at QoS 1 to ``<prefix>/+/state`` and ``<prefix>/+/health``, and
+  the config) subscribed at QoS 1 to ``<prefix>/+/state`` and ``<prefix>/+/health`` (and
+  the same under every bridged field site, ``<prefix>/site/+/+/...``, see
+  :mod:`sunbox.topics`), and
   acknowledges a message (paho's ``manual_ack``) only after InfluxDB accepted its point
   or the message was dead-lettered. While InfluxDB or the writer is down the broker keeps
   the backlog; it is delivered in order when both are back.
@@ -20,7 +22,8 @@ Delivery contract:
   reconnect the broker redelivers what was not acknowledged, and acknowledging an old
   packet id on a new connection could acknowledge a different message.
 * After each batch is written (or dead-lettered) the writer publishes, at QoS 1, a
-  report ``{"<topic>": <largest time_ms>, ...}`` on ``<prefix>/_store/stored``: every
+  report ``{"<topic>": <largest time_ms>, ...}`` on ``<prefix>/_store/stored`` (a field
+  site's on ``<prefix>/_store/site/<site>/stored``, with its collector's own topics): every
   reading of that topic up to that time is now in InfluxDB (or dead-lettered). A
   collector with ``hold_until_stored`` keeps each reading on its disk until then, so a
   broker that loses what it had acknowledged (killed, or the power cut between its
@@ -47,6 +50,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from urllib3.exceptions import HTTPError
 
+from sunbox import topics
 from sunbox.model import now_ms
 
 from .points import PayloadError, RawPoint, parse_message
@@ -94,7 +98,7 @@ class Store:
         self._connected = threading.Event()
         self._stopping = threading.Event()
         prefix = config.mqtt.topic_prefix
-        self._topics = [(f"{prefix}/+/state", 1), (f"{prefix}/+/health", 1)]
+        self._topics = [(t, 1) for t in topics.subscriptions(prefix, ("state", "health"))]
         self._influx = InfluxDBClient(
             url=config.influx.url,
             token=config.influx.resolved_token(),
@@ -339,14 +343,22 @@ class Store:
     def _report_stored(self, handled: list[tuple[Incoming, int | None]]) -> None:
         """Publish the largest time_ms handled per topic (fire and forget: a lost report
         only makes the collector send those readings again, which writes nothing new)."""
-        through: dict[str, int] = {}
+        prefix = self.config.mqtt.topic_prefix
+        by_site: dict[str | None, dict[str, int]] = {}
         for item, time_ms in handled:
             stamp = time_ms if time_ms is not None else _time_ms_of(item.payload)
-            if stamp is not None and stamp > through.get(item.topic, -1):
-                through[item.topic] = stamp
-        if through:
-            topic = f"{self.config.mqtt.topic_prefix}/_store/stored"
-            self.client.publish(topic, json.dumps(through, separators=(",", ":")), qos=1)
+            try:
+                where = topics.parse(item.topic, prefix)
+            except topics.TopicError:
+                continue  # dead-lettered for its topic: no collector publishes there
+            through = by_site.setdefault(where.site, {})
+            local = where.local(prefix)  # as that site's collector knows it
+            if stamp is not None and stamp > through.get(local, -1):
+                through[local] = stamp
+        for site, through in by_site.items():
+            if through:
+                payload = json.dumps(through, separators=(",", ":"))
+                self.client.publish(topics.stored_topic(prefix, site), payload, qos=1)
 
     def _ack(self, batch: list[Incoming]) -> None:
         with self._cond:

@@ -16,6 +16,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from sunbox import topics
+
 from .config import WebMqttConfig
 
 LOG = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ class Feed:
             self._status(False, f"refused: {reason}")
             return
         prefix = self.config.topic_prefix
-        client.subscribe([(f"{prefix}/+/state", 0), (f"{prefix}/+/health", 0), (f"{prefix}/+/availability", 0)])
+        client.subscribe([(t, 0) for t in topics.subscriptions(prefix, topics.LEAVES)])
         self._status(True, "connected")
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:

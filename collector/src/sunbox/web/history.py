@@ -36,8 +36,8 @@ from typing import Any
 
 import aiohttp
 
-from sunbox.config import DEVICE_ID_PATTERN
 from sunbox.storage import pick
+from sunbox.topics import QUALIFIED_DEVICE_PATTERN
 
 from .config import WebInfluxConfig
 
@@ -257,7 +257,7 @@ class History:
         quantity = QUANTITIES.get(name)
         if quantity is None:
             raise HistoryError(f"quantity must be one of {', '.join(QUANTITIES)}")
-        if device is not None and not DEVICE_ID_PATTERN.match(device):
+        if device is not None and not QUALIFIED_DEVICE_PATTERN.match(device):
             raise HistoryError("device is not a device id")
         step = pick.pick(start_s, stop_s, now_s)
         every = window_for(step, stop_s - start_s, self.max_points)

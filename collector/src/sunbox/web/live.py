@@ -2,7 +2,8 @@
 
 Topics (``docs/data-model.md``): ``<prefix>/<id>/state`` and ``/health`` carry reading
 JSON, ``<prefix>/<id>/availability`` and ``<prefix>/collector/availability`` carry
-``online``/``offline``. A state or health payload is validated with the writer's own
+``online``/``offline``; a bridged field site's arrive under ``<prefix>/site/<site>/`` and
+its devices are ``<site>.<id>`` (:mod:`sunbox.topics`). A state or health payload is validated with the writer's own
 rules (:func:`sunbox.storage.points.parse_reading`), so the display shows exactly what
 storage would accept. A message that fails is skipped and counted by reason, never shown.
 
@@ -22,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from sunbox import topics
 from sunbox.protocols.jbd import PROTECTION_NAMES
 from sunbox.storage.points import PayloadError, parse_reading
 
@@ -71,21 +73,24 @@ class LiveState:
         Never raises: a bad message is counted in :attr:`skipped` and None is returned.
         """
         self.messages += 1
-        parts = topic.split("/")
-        if len(parts) != 3 or parts[0] != self.prefix:
+        try:
+            where = topics.parse(topic, self.prefix)
+        except topics.TopicError:
             self.skipped["unexpected topic"] += 1
             return None
-        device_id, leaf = parts[1], parts[2]
+        leaf = where.leaf
         if leaf == "availability":
             text = payload.decode("utf-8", "replace").strip()
             if text not in ("online", "offline"):
                 self.skipped["availability not online/offline"] += 1
                 return None
-            if device_id == "collector":
+            if where.device_id == "collector":
+                if where.site is not None:  # a field site's collector: its devices say for themselves
+                    return None
                 self.collector_online = text == "online"
                 return "collector"
-            self._device(device_id).online = text == "online"
-            return device_id
+            self._device(where.device).online = text == "online"
+            return where.device
         try:
             point, data = parse_reading(topic, payload, now_ms, self.prefix)
         except PayloadError as exc:
