@@ -1,7 +1,8 @@
 """The mosquitto role's password filter against the real Mosquitto.
 
-The filter writes password-file lines reproducibly (so the play can report changed=0);
-Mosquitto itself must accept them: the right password logs in, a wrong one does not.
+The filter salts each hash at random and keeps a hash that still matches (so the play can
+report changed=0); Mosquitto itself must accept them: the right password logs in, a wrong
+one does not.
 """
 
 from __future__ import annotations
@@ -47,21 +48,26 @@ def connects(port: int, username: str, password: str) -> bool:
         client.disconnect()
 
 
-def test_hash_is_stable_and_salted_per_host_and_user() -> None:
+def test_salt_is_random_and_a_matching_hash_is_kept() -> None:
     passwd = load_filter().mosquitto_passwd
-    line = passwd("s3cret", "sunbox-store", "machine-a")
-    assert line == passwd("s3cret", "sunbox-store", "machine-a")
-    assert line.startswith("$7$101$")
-    assert line != passwd("s3cret", "sunbox-store", "machine-b")
-    assert line.split("$")[3] != passwd("s3cret", "sunbox-collector", "machine-a").split("$")[3]
+    line = passwd("s3cret", "sunbox-store")
+    assert line.startswith("$7$101$") and len(line.split("$")[3]) == 16  # 12 bytes, base64
+    assert line != passwd("s3cret", "sunbox-store"), "the salt must not be derived from anything"
+    current = f"sunbox-collector:{passwd('other', 'sunbox-collector')}\nsunbox-store:{line}\n"
+    assert passwd("s3cret", "sunbox-store", current) == line, "an unchanged password keeps its line"
+    changed = passwd("n3w s3cret", "sunbox-store", current)
+    assert changed != line and passwd("n3w s3cret", "sunbox-store", f"sunbox-store:{changed}") == changed
+    assert passwd("s3cret", "sunbox-web", current) not in current, "another user's line is not reused"
+    for broken in ("sunbox-store:$7$101$@@$@@", "sunbox-store:$6$abc", "sunbox-store:"):
+        assert passwd("s3cret", "sunbox-store", broken).startswith("$7$101$")
 
 
 def test_mosquitto_accepts_the_filters_hashes(tmp_path: Path) -> None:
     passwd = load_filter().mosquitto_passwd
     broker = Mosquitto(name="mosquitto", port=free_port(), workdir=tmp_path)
     (tmp_path / "passwd").write_text(
-        f"sunbox-collector:{passwd('collector pass', 'sunbox-collector', 'host-1')}\n"
-        f"sunbox-store:{passwd('store-pass', 'sunbox-store', 'host-1')}\n"
+        f"sunbox-collector:{passwd('collector pass', 'sunbox-collector')}\n"
+        f"sunbox-store:{passwd('store-pass', 'sunbox-store')}\n"
     )
     broker.start()
     try:
