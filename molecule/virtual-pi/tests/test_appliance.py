@@ -6,6 +6,7 @@ nothing (molecule's idempotence step). Commands run inside the guest over SSH.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shlex
@@ -262,7 +263,7 @@ def test_the_kiosk_user_has_no_sudo_no_secrets_and_no_debugging_port(host: Any) 
     assert secret.rc != 0 and "Permission denied" in secret.stderr, "the kiosk reads the collector's secrets"
     assert ":9222" not in listening, listening
     assert host.run("systemctl show -P User sunbox-kiosk.service").stdout.strip() == KIOSK
-    assert "remote-debugging" not in host.file("/usr/local/lib/sunbox/kiosk-browser").content_string
+    assert "--remote-debugging" not in host.file("/usr/local/lib/sunbox/kiosk-browser").content_string
 
 
 @pytest.mark.parametrize("unit", sorted(EXPOSURE_CEILING))
@@ -392,16 +393,25 @@ def _epoch(rfc3339: str) -> float:
 
 
 def reading_times(host: Any, token: str) -> dict[str, set[str]]:
-    """Per device, the timestamps of its readings (not health) in the raw bucket's last hour."""
+    """Per device, the timestamps of its readings (not health) in the raw bucket's last hour.
+
+    Each table keeps only device and time before the grouping: the fields of a device
+    differ in type (numbers and text), which one table cannot hold.
+    """
     query = (
         'from(bucket: "sunbox_raw") |> range(start: -1h) |> filter(fn: (r) => r._measurement != "health") '
-        '|> group(columns: ["device"]) |> keep(columns: ["device", "_time"]) |> distinct(column: "_time")'
+        '|> keep(columns: ["device", "_time"]) |> group(columns: ["device"]) |> distinct(column: "_time")'
     )
     out: dict[str, set[str]] = {}
-    for line in influx(host, token, "POST", "/api/v2/query?org=sunbox", query, flux=True).splitlines()[1:]:
-        parts = line.strip().split(",")
-        if len(parts) >= 5 and parts[3] not in ("device", ""):
-            out.setdefault(parts[3], set()).add(parts[4])
+    header: list[str] = []
+    for row in csv.reader(influx(host, token, "POST", "/api/v2/query?org=sunbox", query, flux=True).splitlines()):
+        if not row or not any(row):
+            header = []  # a blank line: the next table has its own header
+        elif not header:
+            header = row
+        else:
+            record = dict(zip(header, row, strict=False))
+            out.setdefault(record["device"], set()).add(record["_value"])
     return out
 
 
@@ -411,8 +421,9 @@ def test_a_pulled_plug_loses_no_reading_the_appliance_had_taken(host: Any, secre
     Counted per device in the raw bucket: every reading stored before the cut is there
     after it (lost = 0); readings taken before the cut but not yet stored come back from
     the collector's disk queue; every service comes back and every device streams again.
-    InfluxDB stores one point per series and time, so a reading sent twice (the queue's
-    resend) cannot appear twice: duplicates are counted as rows minus distinct times.
+    A reading sent twice (the queue's resend) carries its own time_ms, and InfluxDB keeps
+    one point per series and time, so it cannot appear twice: the distinct times counted
+    here are the readings.
     """
     token = secrets["sunbox_influxdb_admin_token"]
     state = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "vm"
