@@ -35,12 +35,26 @@ logs=${SUNBOX_DEMO_LOGS:-${TMPDIR:-/tmp}/sunbox-demo-logs}
 mkdir -p "$logs"
 # On Ctrl-C or SIGTERM every job (they ignore SIGINT, as background jobs of a script do)
 # gets SIGTERM here, and the wait lets InfluxDB and Mosquitto close their files.
+# stop_within SECONDS PID...: SIGTERM, then SIGKILL whatever still runs after SECONDS
+stop_within() {
+  local seconds=$1; shift
+  kill "$@" 2>/dev/null || true
+  for _ in $(seq $((seconds * 10))); do
+    kill -0 "$@" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$@" 2>/dev/null; then
+    echo "tools/demo.sh: still running after ${seconds} s, killed: $(ps -o args= -p "$(echo "$@" | tr ' ' ,)" | cut -c1-60 | paste -sd ';')" >&2
+    kill -9 "$@" 2>/dev/null || true
+  fi
+  wait "$@" 2>/dev/null || true
+}
 cleanup() {
   trap - EXIT INT TERM
   # the collector first, while the simulated devices still answer its disconnects
-  if [ -n "${collector:-}" ]; then kill "$collector" 2>/dev/null || true; wait "$collector" 2>/dev/null || true; fi
-  kill $(jobs -p) 2>/dev/null || true
-  wait 2>/dev/null || true
+  if [ -n "${collector:-}" ]; then stop_within 5 "$collector"; fi
+  # shellcheck disable=SC2046  # one PID per word
+  stop_within 10 $(jobs -p)
   rm -rf "$work"
   echo "tools/demo.sh: stopped; logs in $logs" >&2
 }

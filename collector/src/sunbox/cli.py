@@ -105,7 +105,7 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None, inventory: bool) -> int:
     from sunbox import discovery
     from sunbox.ble.scanner import Scanner
-    from sunbox.service import open_backend
+    from sunbox.service import close_all, open_backend
 
     backend_cls = None
     closers = []
@@ -117,8 +117,7 @@ async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None, inv
     await scanner.start()
     await asyncio.sleep(timeout)
     await scanner.stop()
-    for closer in closers:
-        await closer.close()
+    await close_all(closers)
     found = [
         discovery.classify(
             address,

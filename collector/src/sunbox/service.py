@@ -54,6 +54,16 @@ async def open_backend(config: Config) -> BleBackend:
     return BleBackend(central.client_backend(), central.scanner_backend(), central.power_cycle, [central])
 
 
+async def close_all(closers: list[Any], timeout: float = 5.0) -> None:
+    """Close each of a backend's closers, each within ``timeout`` s: a stop must not hang
+    on a Bluetooth controller or bus that no longer answers (logged, then carried on)."""
+    for closer in closers:
+        try:
+            await within(closer.close(), timeout)
+        except Exception as exc:  # noqa: BLE001 - on the way out, nothing may stop the rest
+            LOG.warning("closing %s: %s", type(closer).__name__, exc or type(exc).__name__)
+
+
 class _BusCloser:
     def __init__(self, bus: Any) -> None:
         self.bus = bus
@@ -200,9 +210,7 @@ async def run_service(config: Config) -> None:
     finally:
         systemd.notify("STOPPING=1")
         pings.cancel()
-        for closer in backend.closers:
-            with contextlib.suppress(Exception):
-                await closer.close()
+        await close_all(backend.closers)
         await asyncio.to_thread(publisher.stop)
         queue.close()
         if sink is not None:
@@ -273,9 +281,7 @@ async def run_once(config: Config, timeout: float) -> OnceResult:
         else:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for closer in backend.closers:
-            with contextlib.suppress(Exception):
-                await closer.close()
+        await close_all(backend.closers)
         await asyncio.to_thread(publisher.flush, 10.0)
         await asyncio.to_thread(publisher.stop)
         queued = len(queue)

@@ -305,11 +305,15 @@ class MqttPublisher:
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 return False
             infos.append(info)
+        # at most 15 s for the batch's acknowledgements, and not a moment once stopping
+        # or disconnected: stop() waits for this thread
+        deadline = time.monotonic() + 15
         try:
             for info in infos:
-                info.wait_for_publish(15)
-                if not info.is_published():
-                    return False
+                while not info.is_published():
+                    if self._stop.is_set() or not self._connected or time.monotonic() > deadline:
+                        return False
+                    info.wait_for_publish(0.5)
         except (RuntimeError, ValueError):
             return False
         self.queue.settle(batch[-1][0], now_ms())
