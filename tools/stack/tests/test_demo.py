@@ -49,6 +49,10 @@ def _processes_mentioning(word: str) -> list[str]:
     return found
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.timeout(400)
 def test_the_demo_shows_every_device_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
@@ -70,6 +74,10 @@ def test_the_demo_shows_every_device_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as a terminal gives it
+            # and Ctrl-C acting, as in a terminal: a runner that started the tests in the
+            # background passes SIGINT down ignored, and a shell cannot trap a signal that
+            # was ignored when it started
+            preexec_fn=_default_sigint,
         )
     try:
         deadline = time.monotonic() + 300
