@@ -365,7 +365,7 @@ def up(state: Path) -> int:
         "-accel",
         "tcg,thread=multi",
         "-cpu",
-        os.environ.get("SUNBOX_VPI_CPU", "max"),
+        "max",
         "-m",
         "4096",
         "-smp",
