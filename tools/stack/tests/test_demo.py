@@ -1,7 +1,6 @@
 """``tools/demo.sh`` as a newcomer runs it: readings as one line per device with units,
-InfluxDB's points per bucket, and Ctrl-C stopping everything (about a second; at most
-16 s, what is still running by then is killed) with no process left behind and the logs
-kept (issue 18)."""
+InfluxDB's points per bucket, and Ctrl-C stopping everything in about a second with no
+process left behind and the logs kept (issue 18)."""
 
 from __future__ import annotations
 
@@ -108,11 +107,11 @@ def test_the_demo_shows_every_device_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
             os.killpg(demo.pid, signal.SIGKILL)
     time.sleep(0.5)
     print(f"demo: Ctrl-C stopped everything in {stopped_in:.2f} s")
-    # about 1.2 s measured; the demo kills what has not stopped 5 s (the collector) or
-    # 10 s (the rest) after its SIGTERM, and says so
-    assert stopped_in <= 16.0, f"Ctrl-C took {stopped_in:.1f} s"
-    if "killed:" in out.read_text():
-        print([line for line in out.read_text().splitlines() if "killed:" in line])
+    # 1.1-1.3 s measured (issue 18 asks for 2 s; 5 s leaves room for a loaded machine).
+    # The demo kills what has not stopped 5 s (the collector) or 10 s (the rest) after its
+    # SIGTERM and says so: that is a hang, and fails here too.
+    killed = [line for line in out.read_text().splitlines() if "killed:" in line]
+    assert stopped_in <= 5.0 and not killed, f"Ctrl-C took {stopped_in:.1f} s; {killed}"
     assert not _processes_mentioning("28830") and not _processes_mentioning("28086"), "a process was left behind"
     assert {"collector.log", "store.log", "web.log", "influxd.log"} <= {p.name for p in logs.iterdir()}
     assert "logs in" in out.read_text().splitlines()[-1]
