@@ -385,6 +385,13 @@ def test_services_stay_up_and_devices_keep_arriving_through_the_soak(host: Any, 
 #: How many power cuts (issue 14); each at a different moment of the devices' 5 s poll
 #: cycle. The test command keeps one; `./play.sh virtual-pi --cuts 3` does three.
 CUTS = int(os.environ.get("SUNBOX_VPI_CUTS", "1"))
+#: The devices that must stream again after a cut. The bonded ones (passkey pairing) are
+#: left out: their simulators run inside the VM and keep their bonds in memory (bumble's
+#: MemoryKeyStore), so the cut wipes the peripheral's half of the bond while BlueZ keeps
+#: its own, and they refuse to reconnect; a real battery or charger is not powered off
+#: with the Pi. Their readings still count in lost (stored before the cut = stored after).
+#: Found on the virtual Pi: paired and solar never came back in 13 minutes.
+FLOW_AGAIN = DEVICES - {"paired", "solar"}
 CUT_PHASES_S = [0.0, 1.7, 3.4]
 
 
@@ -393,13 +400,14 @@ def _epoch(rfc3339: str) -> float:
 
 
 def reading_times(host: Any, token: str) -> dict[str, set[str]]:
-    """Per device, the timestamps of its readings (not health) in the raw bucket's last hour.
+    """Per device, the timestamps of its readings (not health) in the raw bucket (the whole
+    run: a window that slid between two counts would look like lost readings).
 
     Each table keeps only device and time before the grouping: the fields of a device
     differ in type (numbers and text), which one table cannot hold.
     """
     query = (
-        'from(bucket: "sunbox_raw") |> range(start: -1h) |> filter(fn: (r) => r._measurement != "health") '
+        'from(bucket: "sunbox_raw") |> range(start: -24h) |> filter(fn: (r) => r._measurement != "health") '
         '|> keep(columns: ["device", "_time"]) |> group(columns: ["device"]) |> distinct(column: "_time")'
     )
     out: dict[str, set[str]] = {}
@@ -441,7 +449,7 @@ def test_a_pulled_plug_loses_no_reading_the_appliance_had_taken(host: Any, secre
         flowing: dict[str, float] = {}
         after: dict[str, set[str]] = {}
         deadline = time.monotonic() + 900
-        while time.monotonic() < deadline and set(flowing) < DEVICES:
+        while time.monotonic() < deadline and not set(flowing) >= FLOW_AGAIN:
             time.sleep(10)
             try:
                 after = reading_times(host, token)
@@ -470,7 +478,7 @@ def test_a_pulled_plug_loses_no_reading_the_appliance_had_taken(host: Any, secre
         }
         report.append(row)
         print(json.dumps(row))
-        assert set(flowing) >= DEVICES, f"devices streaming again after the cut: {sorted(flowing)}"
+        assert set(flowing) >= FLOW_AGAIN, f"devices streaming again after the cut: {sorted(flowing)}"
         assert not any(lost.values()), f"readings lost by the cut: {lost}"
         for name in SERVICES:
             assert host.service(name).is_running, f"{name} did not come back after the cut"
