@@ -26,10 +26,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+_NAME = r"[a-z0-9][a-z0-9_-]{0,62}"
 #: A device id or a site name: lower-case letters, digits, ``_`` and ``-``, at most 63.
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+NAME_PATTERN = re.compile(rf"^{_NAME}$")
 #: A device as the central Pi knows it: ``<device_id>`` or ``<site>.<device_id>``.
-QUALIFIED_DEVICE_PATTERN = re.compile(r"^(?:[a-z0-9][a-z0-9_-]{0,62}\.)?[a-z0-9][a-z0-9_-]{0,62}$")
+QUALIFIED_DEVICE_PATTERN = re.compile(rf"^(?:{_NAME}\.)?{_NAME}$")
 #: The topic level under the prefix that starts a site's branch.
 SITE_LEVEL = "site"
 #: The leaves a collector publishes per device.

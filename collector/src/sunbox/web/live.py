@@ -3,9 +3,9 @@
 Topics (``docs/data-model.md``): ``<prefix>/<id>/state`` and ``/health`` carry reading
 JSON, ``<prefix>/<id>/availability`` and ``<prefix>/collector/availability`` carry
 ``online``/``offline``; a bridged field site's arrive under ``<prefix>/site/<site>/`` and
-its devices are ``<site>.<id>`` (:mod:`sunbox.topics`). A state or health payload is validated with the writer's own
-rules (:func:`sunbox.storage.points.parse_reading`), so the display shows exactly what
-storage would accept. A message that fails is skipped and counted by reason, never shown.
+its devices are ``<site>.<id>`` (:mod:`sunbox.topics`). A state or health payload is
+validated with the writer's own rules (:func:`sunbox.storage.points.parse_reading`), so
+the display shows exactly what storage would accept. A message that fails is skipped and counted by reason, never shown.
 
 What a page receives for a device (:meth:`LiveState.device`)::
 
