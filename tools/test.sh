@@ -36,8 +36,10 @@ echo "== lint"
 ./play.sh lint
 
 echo "== tests"
-# Two workers (pytest-xdist): the virtual-Pi tests, one after the other, on one of them
-# (xdist_group "virtual-pi"); everything else beside them. Modules with module-scoped
-# servers or a browser keep to one worker each (their xdist_group).
-exec .venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" -n 2 --dist loadgroup \
-  collector/tests grafana/tests tools/stack/tests tools/play/tests tools/vpi/tests "$@"
+# Two workers (pytest-xdist). The virtual-Pi tests are collected first and scheduled in
+# that order (--no-loadscope-reorder): the appliance's VM, the critical path, starts at
+# once on one worker (xdist_group "virtual-pi"); the BLE VM test starts on the other and
+# everything else follows it there. Modules with module-scoped servers or a browser keep
+# to one worker each (their xdist_group).
+exec .venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" -n 2 --dist loadgroup --no-loadscope-reorder \
+  tools/vpi/tests collector/tests grafana/tests tools/stack/tests tools/play/tests "$@"

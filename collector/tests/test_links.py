@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from bumble.keys import JsonKeyStore
 
 from sunbox.config import parse
 from sunbox.model import Reading
@@ -207,6 +209,33 @@ async def test_passkey_pairing_path() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_simulators_bond_outlives_it_in_its_keystore_file(tmp_path: Path) -> None:
+    """`sunbox sim --keystore`: the bond made by pairing is in the file, where a restarted
+    simulator (the virtual Pi after a power cut) finds it again."""
+    keys_file = tmp_path / "bonds.json"
+    sim = SimWorld(keystore=keys_file)
+    sim.add(JbdSimulator(sim.link, passkey=123456))
+    sim.add(LiTimeSimulator(sim.link))
+    await sim.start()
+    central = await sim.central()
+    central.passkeys["A4:C1:37:00:00:01"] = 123456
+    rec = Recorder()
+    config = make_config(password=None, passkey=123456)
+    collector = Collector(config, BleBackend(central.client_backend(), central.scanner_backend(), None), rec)
+    task = asyncio.create_task(collector.run())
+    try:
+        await rec.wait(lambda: len(rec.readings("battery")) >= 1)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    restarted = JsonKeyStore("A4:C1:37:00:00:01", str(keys_file))
+    bonds = await restarted.get_all()
+    assert [address.split("/")[0] for address, _ in bonds] == [sim.central_address]
+    assert bonds[0][1].ltk is not None, "the long-term key is what a reconnect encrypts with"
+    assert await JsonKeyStore("C8:47:80:00:00:02", str(keys_file)).get_all() == [], "the LiTime never paired"
 
 
 async def test_without_pairing_the_echo_is_detected() -> None:

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """The virtual Pi for the whole appliance: what molecule/virtual-pi boots and plays against.
 
-``appliance.py up STATE_DIR``    build (or reuse) the image and the local APT repository,
-                                 serve the repository, boot the VM, wait for SSH, write
+``appliance.py up STATE_DIR``    build (or reuse) the image, the local APT repository and
+                                 the wheelhouse, serve the last two, boot the VM, wait for SSH, write
                                  STATE_DIR/instance.json (address, port, user, key, repo)
 ``appliance.py down STATE_DIR``  stop the VM and the repository server
 ``appliance.py cut STATE_DIR``   pull the plug: SIGKILL qemu (no shutdown, nothing flushed
                                  by the guest) and boot the same disk again; prints
-                                 ``{"killed_at", "booted_at", "ssh_after_s"}`` (Unix s)
+                                 ``{"killed_at", "powered_on_at", "booted_at", "ssh_after_s"}``
+                                 (Unix s; booted_at: SSH answers)
 
 The image stands in for a fresh Raspberry Pi OS Bookworm desktop install: Debian bookworm
 (debootstrap, on top of tools/vpi's cached base) with a ``pi`` user that has passwordless
@@ -38,6 +39,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -99,6 +101,11 @@ def build_image() -> Path:
     """The cached raw ext4 disk image of the fresh "Pi"."""
     vpi.HOST_TOOLS.update(HOST_TOOLS)
     vpi.host_tools()
+    with vpi.cache_lock("appliance"):
+        return _build_image()
+
+
+def _build_image() -> Path:
     disk = CACHE / f"appliance-{image_key()}.img"
     if disk.exists():
         log(f"image: cached {disk}")
@@ -299,6 +306,69 @@ def build_apt_repo() -> tuple[Path, str]:
     return repo, fingerprint
 
 
+#: The guest's Python and C library (Debian bookworm): the wheels the guest can install.
+GUEST_PYTHON = "3.11"
+GUEST_GLIBC_MINOR = 36
+
+
+def build_wheelhouse() -> Path:
+    """sunbox's dependencies (collector/pyproject.toml, pinned by collector/constraints.txt)
+    as wheels for the guest, downloaded once on the host and served to it, so the play's
+    pip install reads no package index (role variable sunbox_python_pip_extra_args).
+
+    In the emulated guest, pip spends most of its time on the index (about 85 s of a
+    133 s install from PyPI; 50 s from this wheelhouse, measured): the same pinned
+    versions, without the index round trips. A real Pi installs from PyPI, or from a
+    wheelhouse made the same way for aarch64 (docs/appliance.md).
+    """
+    pyproject = REPO / "collector" / "pyproject.toml"
+    constraints = REPO / "collector" / "constraints.txt"
+    digest = hashlib.sha256(pyproject.read_bytes() + constraints.read_bytes() + b"wheels-v1")
+    wheels = CACHE / f"wheels-{digest.hexdigest()[:12]}"
+    if (wheels / ".complete").exists():
+        log(f"wheelhouse: cached {wheels}")
+        return wheels
+    shutil.rmtree(wheels, ignore_errors=True)
+    requirements = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(GUEST_GLIBC_MINOR, 4, -1)] + ["linux_x86_64"]
+    started = time.monotonic()
+    vpi.sh(
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--dest",
+        wheels,
+        "--only-binary=:all:",
+        *[arg for platform in platforms for arg in ("--platform", platform)],
+        "--python-version",
+        GUEST_PYTHON,
+        "--implementation",
+        "cp",
+        "-c",
+        constraints,
+        *requirements,
+    )
+    (wheels / ".complete").write_text(time.strftime("%F %T\n"))
+    log(f"wheelhouse: {len(list(wheels.glob('*.whl')))} wheels in {time.monotonic() - started:.0f} s: {wheels}")
+    return wheels
+
+
+def serve(directory: Path, pidfile: Path, logfile: Path) -> int:
+    """Serve ``directory`` over HTTP on a free port of the host's loopback (the guest
+    reaches it at GUEST_HOST); returns the port."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(directory), str(port)],
+        stdout=logfile.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    pidfile.write_text(f"{server.pid}\n")
+    return port
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -350,14 +420,8 @@ def up(state: Path) -> int:
     overlay = state / "disk.qcow2"
     overlay.unlink(missing_ok=True)
     vpi.sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", disk, "-F", "raw", overlay)
-    repo_port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(repo), str(repo_port)],
-        stdout=(state / "apt-repo.log").open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    (state / "apt-repo.pid").write_text(f"{server.pid}\n")
+    repo_port = serve(repo, state / "apt-repo.pid", state / "apt-repo.log")
+    wheels_port = serve(build_wheelhouse(), state / "wheels.pid", state / "wheels.log")
     ssh_port = free_port()
     log("vm: booting (qemu, tcg)")
     qemu = [
@@ -406,6 +470,8 @@ def up(state: Path) -> int:
         "influxdb_apt_uri": repo_url,
         "influxdb_apt_key_url": f"{repo_url}/key.asc",
         "influxdb_apt_key_fingerprint": fingerprint,
+        # plain HTTP on the host's loopback: pip must be told to trust it
+        "pip_extra_args": f"--no-index --find-links http://{GUEST_HOST}:{wheels_port}/ --trusted-host {GUEST_HOST}",
     }
     (state / "instance.json").write_text(json.dumps(instance, indent=2) + "\n")
     print(json.dumps(instance))
@@ -434,15 +500,26 @@ def cut(state: Path) -> int:
     killed_at = time.time()
     log("vm: power cut (qemu SIGKILLed); booting the same disk again")
     vpi.sh(*saved["argv"])
+    powered_on_at = time.time()
     wait_for_ssh(saved["ssh_port"], state / "id_ed25519", 900)
     booted_at = time.time()
-    print(json.dumps({"killed_at": killed_at, "booted_at": booted_at, "ssh_after_s": round(booted_at - killed_at, 1)}))
+    print(
+        json.dumps(
+            {
+                "killed_at": killed_at,
+                "powered_on_at": powered_on_at,
+                "booted_at": booted_at,
+                "ssh_after_s": round(booted_at - killed_at, 1),
+            }
+        )
+    )
     return 0
 
 
 def down(state: Path) -> int:
     _kill(state / "qemu.pid")
     _kill(state / "apt-repo.pid")
+    _kill(state / "wheels.pid")
     (state / "disk.qcow2").unlink(missing_ok=True)
     (state / "instance.json").unlink(missing_ok=True)
     return 0

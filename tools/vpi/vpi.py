@@ -19,6 +19,8 @@ intercepting proxy here, so the host's CA bundle is copied into the guest.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +59,22 @@ def sh(*cmd: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in cmd], check=True, text=True, **kwargs)  # type: ignore[call-overload]
 
 
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """Hold ``CACHE/<name>.lock`` (flock): the two virtual-Pi tests run on different pytest
+    workers, so one waits while the other builds what both use, then finds it cached."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def host_tools() -> None:
+    with cache_lock("host-tools"):
+        _host_tools()
+
+
+def _host_tools() -> None:
     missing = [
         pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()
     ]
@@ -109,6 +127,11 @@ class Chroot:
 def build_image() -> Path:
     """The cached root filesystem with BlueZ, Mosquitto and a venv holding sunbox's dependencies."""
     host_tools()
+    with cache_lock("rootfs"):
+        return _build_image()
+
+
+def _build_image() -> Path:
     root = CACHE / f"rootfs-{image_key()}"
     if (root / ".complete").exists():
         log(f"image: cached {root}")

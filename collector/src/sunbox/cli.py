@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"also simulate a BlueSolar MPPT sending Instant Readout adverts (key {SOLAR_ADVERT_KEY})",
     )
+    sim.add_argument(
+        "--keystore",
+        type=Path,
+        default=None,
+        help="keep the devices' bonds in this JSON file so they survive a restart (default: in memory)",
+    )
     replay = sub.add_parser("sim-vedirect", help="replay a VE.Direct capture on a pseudo-terminal")
     replay.add_argument("capture", type=Path)
     replay.add_argument("--link", type=Path, default=None, help="also make this symlink to the terminal")
@@ -149,7 +155,7 @@ async def _sim(args: argparse.Namespace) -> int:
         VictronAdvertiser,
     )
 
-    world = SimWorld()
+    world = SimWorld(keystore=args.keystore)
     for index, address in enumerate(args.jbd_address or ["A4:C1:37:00:00:01"]):
         world.add(
             JbdSimulator(

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 pytestmark = [
     pytest.mark.stack,
-    # the two VMs run one after the other on one worker, beside the rest (tools/test.sh)
+    # the longest test: its own worker's group (tools/test.sh)
     pytest.mark.xdist_group("virtual-pi"),
     pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="the virtual Pi needs Linux and root"),
 ]

@@ -21,8 +21,9 @@ VPI = Path(__file__).parents[1] / "vpi.py"
 
 pytestmark = [
     pytest.mark.stack,
-    # the two VMs run one after the other on one worker, beside the rest (tools/test.sh)
-    pytest.mark.xdist_group("virtual-pi"),
+    # beside the appliance's VM, on the other worker (tools/test.sh); the image builds
+    # they share are serialised by a lock (vpi.cache_lock)
+    pytest.mark.xdist_group("virtual-pi-ble"),
     pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="the virtual Pi needs Linux and root"),
 ]
 

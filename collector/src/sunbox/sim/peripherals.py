@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from bumble import hci
@@ -24,6 +25,7 @@ from bumble.controller import Controller
 from bumble.core import AdvertisingData
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
+from bumble.keys import JsonKeyStore
 from bumble.pairing import PairingConfig, PairingDelegate
 
 from sunbox.protocols import jbd, litime
@@ -106,6 +108,13 @@ class SimPeripheral:
             uuid16 = bytes.fromhex(self.service_uuid[4:8])[::-1]
             fields.append((AdvertisingData.INCOMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS, uuid16))
         return bytes(AdvertisingData(fields))
+
+    def keep_bonds_in(self, path: Path) -> None:
+        """Keep this device's bonds in the JSON file ``path`` (bumble ``JsonKeyStore``, one
+        namespace per device address) instead of in memory, so a restarted simulator still
+        knows the central it paired with, as a real device does across a power cut.
+        Call before :meth:`start`."""
+        self.device.keystore = JsonKeyStore(self.address, str(path))
 
     async def start(self) -> None:
         """Power on and advertise (connectable, public address)."""
@@ -339,9 +348,10 @@ class SimWorld:
     :meth:`central` or through a bumble transport with :meth:`serve`.
     """
 
-    def __init__(self, central_address: str = "F0:F1:F2:F3:F4:F5") -> None:
+    def __init__(self, central_address: str = "F0:F1:F2:F3:F4:F5", keystore: Path | None = None) -> None:
         self.link = SimLink()
         self.central_address = central_address
+        self.keystore = keystore
         self.peripherals: list[SimPeripheral] = []
         self.host_controller: Controller | None = None
 
@@ -351,6 +361,8 @@ class SimWorld:
 
     async def start(self) -> None:
         for peripheral in self.peripherals:
+            if self.keystore is not None:
+                peripheral.keep_bonds_in(self.keystore)
             await peripheral.start()
 
     async def central(self) -> Any:
