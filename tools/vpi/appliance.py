@@ -5,6 +5,9 @@
                                  the wheelhouse, serve the last two, boot the VM, wait for SSH, write
                                  STATE_DIR/instance.json (address, port, user, key, repo)
 ``appliance.py down STATE_DIR``  stop the VM and the repository server
+``appliance.py prebuild``        only build (or find cached) the image and the wheelhouse:
+                                 tools/test.sh starts it in the background while it
+                                 builds influxd, which the APT repository needs
 ``appliance.py cut STATE_DIR``   pull the plug: SIGKILL qemu (no shutdown, nothing flushed
                                  by the guest) and boot the same disk again; prints
                                  ``{"killed_at", "powered_on_at", "booted_at", "ssh_after_s"}``
@@ -321,6 +324,11 @@ def build_wheelhouse() -> Path:
     versions, without the index round trips. A real Pi installs from PyPI, or from a
     wheelhouse made the same way for aarch64 (docs/appliance.md).
     """
+    with vpi.cache_lock("wheels"):
+        return _build_wheelhouse()
+
+
+def _build_wheelhouse() -> Path:
     pyproject = REPO / "collector" / "pyproject.toml"
     constraints = REPO / "collector" / "constraints.txt"
     digest = hashlib.sha256(pyproject.read_bytes() + constraints.read_bytes() + b"wheels-v1")
@@ -525,14 +533,35 @@ def down(state: Path) -> int:
     return 0
 
 
+def unpin() -> None:
+    """Let this process, and so qemu, run on every CPU.
+
+    Mitogen (the play's strategy, ansible.cfg) pins Ansible's processes to CPUs and the
+    children it starts inherit that: on a 2-core machine create.yml's ``up`` ran with one
+    CPU, so qemu emulated both of the guest's CPUs on one host core (pip, apt and service
+    restarts in the guest took 1.5-3 times as long; measured).
+    """
+    try:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    except OSError as exc:  # a CPU set narrower than cpu_count (cgroup cpuset): keep it
+        log(f"CPU affinity left as it was ({exc})")
+
+
 def main() -> int:
+    unpin()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "cut", "image"])
+    parser.add_argument("command", choices=["up", "down", "cut", "image", "prebuild"])
     parser.add_argument("state", type=Path, nargs="?", default=None)
     args = parser.parse_args()
     if args.command == "image":
         build_image()
         build_apt_repo()
+        return 0
+    if args.command == "prebuild":
+        started = time.monotonic()
+        build_image()
+        build_wheelhouse()
+        log(f"prebuild: image and wheelhouse ready after {time.monotonic() - started:.0f} s")
         return 0
     if args.state is None:
         parser.error("give the state directory")
