@@ -28,6 +28,7 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.keys import JsonKeyStore
 from bumble.pairing import PairingConfig, PairingDelegate
 
+from sunbox.aio import raise_if_cancelled
 from sunbox.protocols import jbd, litime
 from sunbox.protocols.errors import FrameError
 
@@ -443,6 +444,10 @@ class VictronAdvertiser(SimPeripheral):
 
     async def _rotate(self) -> None:
         while True:
+            # bumble can take a cancellation that lands inside stop/start_advertising
+            # without raising it; the loop would then outlive its event loop's shutdown
+            # (a test's teardown hung on it for 300 s).
+            raise_if_cancelled()
             await asyncio.sleep(self.interval)
             self.nonce = (self.nonce + 1) & 0xFFFF
             await self.device.stop_advertising()
