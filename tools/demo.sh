@@ -49,14 +49,17 @@ stop_within() {
   fi
   wait "$@" 2>/dev/null || true
 }
+# seconds since $1 (an $EPOCHREALTIME), to 0.01 s
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'; }
 cleanup() {
   trap - EXIT INT TERM
+  local began=$EPOCHREALTIME took_collector=-
   # the collector first, while the simulated devices still answer its disconnects
-  if [ -n "${collector:-}" ]; then stop_within 5 "$collector"; fi
+  if [ -n "${collector:-}" ]; then stop_within 5 "$collector"; took_collector=$(since "$began"); fi
   # shellcheck disable=SC2046  # one PID per word
   stop_within 10 $(jobs -p)
   rm -rf "$work"
-  echo "tools/demo.sh: stopped; logs in $logs" >&2
+  echo "tools/demo.sh: stopped in $(since "$began") s (the collector in $took_collector s); logs in $logs" >&2
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
