@@ -11,6 +11,7 @@ Usage:
   ./play.sh discover -i inventories/<site>/hosts.yml   (list the devices each Pi hears)
   ./play.sh virtual-pi [--soak S] [--cuts N] [molecule command]   (default: test; soak 120 s, 1 power cut)
   ./play.sh lint
+  ./play.sh prepare                              (only make the PC's environment, .play-venv)
   ./play.sh vault create|edit|view FILE          (ansible-vault from the pinned environment)
 
 The first run on a PC (needs only Python 3 with venv, and ssh):
@@ -82,6 +83,12 @@ case "${1:-}" in
     ensure_venv virtual-pi
     cd "$root"
     exec ansible-lint
+    ;;
+  prepare)
+    # only the PC's environment (tools/test.sh makes it before the lint and the tests
+    # that use it start side by side)
+    ensure_venv virtual-pi
+    exit 0
     ;;
   virtual-pi)
     shift

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Sunbox test command: installs what the tests need, runs the lint gates, then pytest.
+# The Sunbox test command: installs what the tests need, then runs pytest with the lint gates beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -38,17 +38,37 @@ fi
 echo "== provisioning the test stack"
 .venv/bin/sunbox-stack
 
-echo "== lint"
-.venv/bin/ruff check collector tools/stack tools/vpi tools/play grafana roles molecule playbooks
-.venv/bin/mypy --config-file collector/pyproject.toml collector/src/sunbox
-.venv/bin/yamllint -s .
-./play.sh lint
+echo "== the play's environment"
+./play.sh prepare
 
-echo "== tests"
+# The lint gates run beside the tests (they take about 40 s warm, all of it otherwise on
+# the critical path before the virtual Pi starts); their output follows the tests'.
+lint_log=$(mktemp)
+(
+  set -e
+  .venv/bin/ruff check collector tools/stack tools/vpi tools/play grafana roles molecule playbooks
+  .venv/bin/mypy --config-file collector/pyproject.toml collector/src/sunbox
+  .venv/bin/yamllint -s .
+  ./play.sh lint
+) >"$lint_log" 2>&1 &
+lint=$!
+
+echo "== tests (the lint gates run beside them)"
 # Two workers (pytest-xdist). The virtual-Pi tests are collected first and scheduled in
 # that order (--no-loadscope-reorder): the appliance's VM, the critical path, starts at
 # once on one worker (xdist_group "virtual-pi"); the BLE VM test starts on the other and
 # everything else follows it there. Modules with module-scoped servers or a browser keep
 # to one worker each (their xdist_group).
-exec .venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" -n 2 --dist loadgroup --no-loadscope-reorder \
-  tools/vpi/tests collector/tests grafana/tests tools/stack/tests tools/play/tests "$@"
+tests_rc=0
+.venv/bin/pytest -c collector/pyproject.toml --rootdir "$root" -n 2 --dist loadgroup --no-loadscope-reorder \
+  tools/vpi/tests collector/tests grafana/tests tools/stack/tests tools/play/tests "$@" || tests_rc=$?
+lint_rc=0
+wait "$lint" || lint_rc=$?
+echo "== lint (ruff, mypy, yamllint, ansible-lint): exit $lint_rc"
+cat "$lint_log"
+rm -f "$lint_log"
+if [ "$lint_rc" -ne 0 ]; then
+  echo "tools/test.sh: the lint gates failed (above)" >&2
+  exit 1
+fi
+exit "$tests_rc"
