@@ -30,7 +30,10 @@ pytestmark = [
 ]
 
 
-@pytest.mark.timeout(3000)  # cold about 17 min with the default 120 s soak; the subprocess limit fires first
+# 16-19 min warm on this kind of machine; 45 min on one that was twice as slow all round
+# (influxd's build and the BLE VM too), where a 45 min limit killed a run that passed
+# every check. The limits are hang backstops that still fit CI's 90 min with the setup.
+@pytest.mark.timeout(4500)  # the subprocess limit fires first
 def test_play_converges_twice_and_verifies_on_the_virtual_pi() -> None:
     started = time.monotonic()
     log = Path(os.environ.get("SUNBOX_VPI_LOG", "/tmp/sunbox-virtual-pi.log"))
@@ -39,7 +42,7 @@ def test_play_converges_twice_and_verifies_on_the_virtual_pi() -> None:
             [str(ROOT / "play.sh"), "virtual-pi", "test"],
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=2700,
+            timeout=4200,
             check=False,
             cwd=ROOT,
         )
