@@ -316,8 +316,8 @@ GUEST_GLIBC_MINOR = 36
 
 def build_wheelhouse() -> Path:
     """sunbox's dependencies (collector/pyproject.toml, pinned by collector/constraints.txt)
-    as wheels for the guest, downloaded once on the host and served to it, so the play's
-    pip install reads no package index (role variable sunbox_python_pip_extra_args).
+    and uv as wheels for the guest, downloaded once on the host and served to it, so the
+    play's install reads no package index (role variable sunbox_python_pip_extra_args).
 
     In the emulated guest, pip spends most of its time on the index (about 85 s of a
     133 s install from PyPI; 50 s from this wheelhouse, measured): the same pinned
@@ -337,7 +337,8 @@ def _build_wheelhouse() -> Path:
         log(f"wheelhouse: cached {wheels}")
         return wheels
     shutil.rmtree(wheels, ignore_errors=True)
-    requirements = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    # and uv, the installer the sunbox_python role installs them with
+    requirements = [*tomllib.loads(pyproject.read_text())["project"]["dependencies"], "uv"]
     platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(GUEST_GLIBC_MINOR, 4, -1)] + ["linux_x86_64"]
     started = time.monotonic()
     vpi.sh(
