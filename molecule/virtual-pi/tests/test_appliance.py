@@ -73,8 +73,16 @@ def test_sunbox_services_run_unprivileged_and_hardened(host: Any) -> None:
     # issue 16, item 12: a user per service; none reads another's configuration or token;
     # systemd's watchdog on each (READY=1 and pings, sunbox.systemd); the writer on loopback
     users = {"sunbox-collector": "sunbox", "sunbox-store": "sunbox-store", "sunbox-web": "sunbox-web"}
-    props = ["User", "ProtectSystem", "NoNewPrivileges", "CapabilityBoundingSet", "Type", "WatchdogUSec"]
-    shown = show(host, [f"{u}.service" for u in users], [*props, "NotifyAccess", "IPAddressDeny", "IPAddressAllow"])
+    props = [
+        "User",
+        "ProtectSystem",
+        "NoNewPrivileges",
+        "CapabilityBoundingSet",
+        "Type",
+        "WatchdogUSec",
+        "NotifyAccess",
+    ]
+    shown = show(host, [f"{u}.service" for u in users], [*props, "IPAddressDeny", "IPAddressAllow"])
     for unit, user in users.items():
         unit_props = shown[f"{unit}.service"]
         assert unit_props["User"] == user, unit_props
@@ -387,9 +395,9 @@ def test_services_stay_up_and_devices_keep_arriving_through_the_soak(host: Any, 
         )
     assert rows.rc == 0 and int(rows.stdout) < 100, f"readings waiting in the collector's queue: {rows.stdout}"
     report = {}
+    shown = show(host, units, ["NRestarts", "MemoryCurrent", "ControlGroup"])
     for unit in units:
-        shown = host.run(f"systemctl show -p NRestarts -p MemoryCurrent -p ControlGroup {unit}").stdout
-        props = dict(line.split("=", 1) for line in shown.splitlines())
+        props = shown[unit]
         rss_kib = host.run(
             f"for p in $(cat /sys/fs/cgroup{props['ControlGroup']}/cgroup.procs); do "
             "awk '/VmRSS/ {print $2}' /proc/$p/status; done | awk '{s+=$1} END {print s+0}'"
