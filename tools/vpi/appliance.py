@@ -439,7 +439,7 @@ def up(state: Path) -> int:
         "tcg,thread=multi",
         # max, measured: a Nehalem guest (no AVX2 or ERMS for TCG to emulate) copied
         # memory 35 % faster in a micro-benchmark, yet the whole virtual Pi took 15.1 min
-        # in CI against 12.4-12.8 with max (docs/virtual-pi.md, "Time"); the guest
+        # in CI against 12.4-13.2 with max (docs/virtual-pi.md, "Time"); the guest
         # kernel's mitigations=off changed nothing.
         "-cpu",
         "max",
