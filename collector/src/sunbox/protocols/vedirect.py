@@ -189,6 +189,10 @@ DEVICE_STATES = {
     246: "repeated_absorption",
     247: "recondition",
     248: "battery_safe",
+    # not in the VE.Direct document; a Smart BatteryProtect's Instant Readout state when
+    # its output is on (victron-ble ``devices/base.py`` OperationMode.ACTIVE, and the
+    # captured advert in its ``tests/test_smart_battery_protect.py``)
+    249: "active",
     252: "external_control",
 }
 
@@ -295,11 +299,39 @@ INVERTER: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
+#: Product-name words -> kind, tried in this order on the name victron-ble's product
+#: table gives a ``PID`` (the table is Victron's product id list): a block that lacks
+#: every label that identifies a kind is still identified by the product that sent it.
+PRODUCT_WORDS: tuple[tuple[str, str], ...] = (
+    ("MPPT", "charger"),
+    ("SmartSolar", "charger"),
+    ("BlueSolar", "charger"),
+    ("BMV", "battery"),
+    ("SmartShunt", "battery"),
+    ("Inverter", "inverter"),
+)
+
+
+def kind_of_product(pid: str) -> str | None:
+    """``battery``, ``charger`` or ``inverter`` for a ``PID`` value (``0xA042``), from the
+    product's name in victron-ble's table; None for an unknown or other product."""
+    try:
+        name = MODEL_ID_MAPPING.get(int(pid, 16))
+    except ValueError:
+        return None
+    if name is None:
+        return None
+    return next((kind for word, kind in PRODUCT_WORDS if word in name), None)
+
+
 def kind_of(block: Block) -> str:
     """``battery`` (BMV/SmartShunt), ``charger`` (MPPT) or ``inverter`` (Phoenix).
 
+    By the labels only that kind sends; failing that, by the product its ``PID`` names
+    (:func:`kind_of_product`).
+
     Raises:
-        FrameError: a block no known device kind sends.
+        FrameError: a block with neither such labels nor a known product id.
     """
     if any(label in block for label in ("SOC", "CE", "TTG", "BMV", "H1")):
         return "battery"
@@ -307,7 +339,12 @@ def kind_of(block: Block) -> str:
         return "charger"
     if "AC_OUT_V" in block:
         return "inverter"
-    raise FrameError(f"VE.Direct block of an unknown device kind (labels {sorted(block)[:8]})")
+    kind = kind_of_product(block.get("PID", ""))
+    if kind is not None:
+        return kind
+    raise FrameError(
+        f"VE.Direct block of an unknown device kind (PID {block.get('PID', 'absent')}, labels {sorted(block)[:8]})"
+    )
 
 
 def to_values(block: Block) -> tuple[str, dict[str, Any]]:

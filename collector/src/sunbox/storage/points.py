@@ -33,7 +33,16 @@ from sunbox.config import DEVICE_ID_PATTERN
 
 #: Bitmask fields: integers, aggregated with bitwise OR in the tiers.
 FLAG_FIELDS: frozenset[str] = frozenset(
-    {"alarm_bits", "protection_bits", "balance_bits", "warning_bits", "off_reason_bits", "error_bits", "bms_bits"}
+    {
+        "alarm_bits",
+        "protection_bits",
+        "balance_bits",
+        "warning_bits",
+        "off_reason_bits",
+        "error_bits",
+        "bms_bits",
+        "io_bits",
+    }
 )
 
 #: Numeric fields that are states, counters or constants: the tiers keep the window's
@@ -61,6 +70,10 @@ LAST_FIELDS: frozenset[str] = frozenset(
         "device_mode",
         "ac_in_active",
         "inverter_state_code",
+        "balancer_state_code",
+        "output_state_code",
+        "alarm_level_code",
+        "monitor_mode_code",
         "ac_out_nominal_voltage",
         "ac_out_rated_power",
         "charger_max_current",
@@ -107,6 +120,10 @@ TEXT_FIELDS: frozenset[str] = frozenset(
         "serial",
         "device_state",
         "ac_in_state",
+        "balancer_state",
+        "output_state",
+        "alarm_level",
+        "monitor_mode",
     }
 )
 
