@@ -9,6 +9,7 @@ collector publishes them for the simulated devices that replay those captures.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import shutil
@@ -110,6 +111,8 @@ class WebServer:
                 "client_id": f"web-{uuid.uuid4().hex[:6]}",
             },
             "influx": {"url": influx_url, "org": "sunbox", "token_file": str(token_file)},
+            # the test's browser plays the kiosk: it runs as this account
+            "kiosk_user": getpass.getuser(),
             **extra,
         }
         self.config_path = workdir / "web.yaml"

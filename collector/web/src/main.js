@@ -456,10 +456,12 @@ window.addEventListener("resize", () => {
 });
 setInterval(renderLive, 1000);
 // The kiosk's watchdog restarts the browser when these stop (a hung page stops its timers).
+// Only the page on the Pi itself beats (the server takes beats from the kiosk's browser alone).
+const onThePi = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
 const heartbeat = () => fetch("/api/heartbeat").catch(() => {});
-setInterval(heartbeat, 15000);
+if (onThePi) setInterval(heartbeat, 15000);
 document.addEventListener("DOMContentLoaded", () => {
-  heartbeat();
+  if (onThePi) heartbeat();
   render();
   connect();
 });

@@ -47,6 +47,20 @@ class WebConfig(Strict):
     #: optional password for LAN viewers (HTTP Basic, any user name); the kiosk on the
     #: Pi itself (loopback) never needs it
     viewer_password_file: Path | None = None
+    #: host names (besides IP addresses, ``localhost`` and the Pi's own host name, bare
+    #: or with ``.local``) that browsers may use to reach the display; any
+    #: other ``Host`` is refused (DNS rebinding, ``sunbox.web.origin``)
+    allowed_hosts: list[Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.-]+$")]] = Field(
+        default_factory=list
+    )
+    #: origins (``scheme://host[:port]``) besides the display's own whose pages may call
+    #: the API and open the live stream; any other ``Origin`` is refused
+    allowed_origins: list[Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.\[\]:-]+$")]] = Field(
+        default_factory=list
+    )
+    #: the account whose browser on the Pi itself may beat ``/api/heartbeat`` (the
+    #: kiosk's); a beat from any other local process is refused
+    kiosk_user: Annotated[str, Field(min_length=1, max_length=32)] = "sunbox-kiosk"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

@@ -162,26 +162,56 @@ def gaps_flux(now_s: float) -> str:
 """
 
 
+#: The earliest moment a History request may name (Unix seconds): 2000-01-01. Nothing
+#: Sunbox stores is older, and it keeps every instant inside what Flux's time literals
+#: and ``time.gmtime`` can write.
+EARLIEST_S = 946_684_800
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise HistoryError(f"{name}: must be Unix seconds, not {text[:40]!r}") from None
+    if not math.isfinite(value):
+        raise HistoryError(f"{name}: must be a finite number of Unix seconds")
+    return value
+
+
 def parse_range(range_name: str | None, start: str | None, stop: str | None, now_s: float) -> tuple[float, float]:
     """``(start_s, stop_s)`` from a named range or explicit Unix seconds.
 
+    ``start`` and ``stop`` must lie between :data:`EARLIEST_S` and a day from now; the
+    span between ``MIN_SPAN_S`` and ``MAX_SPAN_S``; ``stop`` defaults to now and is cut
+    to now.
+
     Raises:
-        HistoryError: unknown name, unparsable numbers, stop before start, span out of bounds.
+        HistoryError: naming the parameter: unknown range, range given with start or
+            stop, numbers that are not finite Unix seconds or out of bounds, a span out
+            of bounds.
     """
     if range_name is not None:
+        if start is not None or stop is not None:
+            raise HistoryError("range: give range, or start (and optionally stop), not both")
         if range_name not in RANGES:
-            raise HistoryError(f"range must be one of {', '.join(RANGES)}")
+            raise HistoryError(f"range: must be one of {', '.join(RANGES)}")
         return now_s - RANGES[range_name], now_s
-    try:
-        start_s = float(start) if start is not None else math.nan
-        stop_s = float(stop) if stop is not None else now_s
-    except ValueError:
-        raise HistoryError("start and stop must be Unix seconds") from None
-    if not (math.isfinite(start_s) and math.isfinite(stop_s)):
-        raise HistoryError("give range, or start (and optionally stop) in Unix seconds")
+    if start is None:
+        if stop is not None:
+            raise HistoryError("start: required with stop")
+        raise HistoryError("range: give range, or start (and optionally stop) in Unix seconds")
+    start_s = _seconds("start", start)
+    stop_s = _seconds("stop", stop) if stop is not None else now_s
+    latest = now_s + 86_400
+    for name, value in (("start", start_s), ("stop", stop_s)):
+        if not EARLIEST_S <= value <= latest:
+            raise HistoryError(f"{name}: must be between {EARLIEST_S} (2000-01-01) and a day from now")
     if not MIN_SPAN_S <= stop_s - start_s <= MAX_SPAN_S:
-        raise HistoryError(f"the span must be between {MIN_SPAN_S} s and {MAX_SPAN_S // 86_400} days")
-    return start_s, min(stop_s, now_s)
+        raise HistoryError(f"stop: the span must be between {MIN_SPAN_S} s and {MAX_SPAN_S // 86_400} days")
+    stop_s = min(stop_s, now_s)
+    if stop_s - start_s < MIN_SPAN_S:
+        raise HistoryError("start: must be at least a minute before now")
+    return start_s, stop_s
 
 
 def parse_csv(text: str) -> list[dict[str, str]]:
@@ -256,9 +286,9 @@ class History:
         """
         quantity = QUANTITIES.get(name)
         if quantity is None:
-            raise HistoryError(f"quantity must be one of {', '.join(QUANTITIES)}")
-        if device is not None and not QUALIFIED_DEVICE_PATTERN.match(device):
-            raise HistoryError("device is not a device id")
+            raise HistoryError(f"quantity: must be one of {', '.join(QUANTITIES)}")
+        if device is not None and not QUALIFIED_DEVICE_PATTERN.fullmatch(device):
+            raise HistoryError("device: is not a device id")
         step = pick.pick(start_s, stop_s, now_s)
         every = window_for(step, stop_s - start_s, self.max_points)
         rows = await self._query(series_flux(quantity, step.bucket, start_s, stop_s, every, device))
@@ -319,7 +349,7 @@ class History:
         elif period == "months":
             start_s, every = now_s - 365 * 86_400, "1mo"
         else:
-            raise HistoryError("period must be days or months")
+            raise HistoryError("period: must be days or months")
         step = pick.pick(start_s, now_s, now_s)
         offset = time.localtime(now_s).tm_gmtoff
         rows = await self._query(energy_flux(step.bucket, max(step.window_s, 1), start_s, every, offset))

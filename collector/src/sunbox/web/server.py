@@ -7,9 +7,11 @@ Routes (every one is GET; nothing changes anything):
 * ``/api/health`` — ``{"ok": true, "broker": {...}, "storage": bool, "devices": n,
   "kiosk_heartbeat_age_s": s | null}``; the kiosk waits for it, and its watchdog
   restarts the browser when the page on the Pi itself stops beating.
-* ``/api/heartbeat`` — 204; the page calls it every 15 s. Calls from loopback (the
-  kiosk's page) are remembered: a hung renderer stops its timers, so its heartbeat
-  ages, which the browser's own endpoints (DevTools) would not show.
+* ``/api/heartbeat`` — 204; the page on the Pi itself calls it every 15 s. Only the
+  kiosk's browser may beat: a loopback connection owned by ``kiosk_user``
+  (:mod:`sunbox.web.peer`); anyone else gets 403, so no local process can hide a hung
+  screen from the watchdog. A hung renderer stops its timers, so its heartbeat ages,
+  which the browser's own endpoints (DevTools) would not show.
 * ``/api/state`` — every device's latest reading, health and availability.
 * ``/api/live`` — WebSocket: a ``snapshot`` message at once, then one ``device``
   message per reading as it arrives, and ``broker``/``collector`` messages on changes.
@@ -18,7 +20,10 @@ Routes (every one is GET; nothing changes anything):
   the last 24 h without a reading, per device) — from InfluxDB with the read-only
   token; 503 with ``{"error": "storage unavailable"}`` when InfluxDB does not answer.
 
-Every response carries a strict Content-Security-Policy (same origin only). With
+Every request is first checked for its ``Host`` and ``Origin`` (:mod:`sunbox.web.origin`:
+DNS rebinding and cross-site WebSocket hijacking are refused with 403), then for its
+query parameters (an unknown or repeated one, or a value out of range, is a 400 naming
+the parameter). Every response carries a strict Content-Security-Policy (same origin only). With
 ``viewer_password_file`` set, LAN browsers need HTTP Basic credentials (any user name,
 that password); the kiosk on the Pi itself (loopback) does not.
 """
@@ -32,7 +37,9 @@ import hmac
 import ipaddress
 import json
 import logging
+import pwd
 import signal
+import socket as sockets
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -47,6 +54,8 @@ from .config import WebConfig
 from .feed import Feed
 from .history import GAP_SPAN_S, GAP_WINDOW_S, History, HistoryError, StorageUnavailable, parse_range
 from .live import LiveState
+from .origin import OriginPolicy
+from .peer import peer_uid
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +65,12 @@ CSP = (
     "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'"
 )
+#: The query parameters each route takes; any other, or one given twice, is a 400
+#: naming it (issue 29, finding 4). Routes not listed take none.
+PARAMETERS: dict[str, frozenset[str]] = {
+    "/api/history": frozenset({"quantity", "range", "start", "stop", "device"}),
+    "/api/energy": frozenset({"period"}),
+}
 #: messages a slow page may fall behind before it is dropped (it reconnects and gets a snapshot)
 SOCKET_QUEUE = 2000
 
@@ -77,8 +92,9 @@ class WebApp:
         self.sockets: dict[web.WebSocketResponse, asyncio.Queue[str | None]] = {}
         self.password = config.viewer_password()
         self._closing: set[asyncio.Future[bool]] = set()
-        #: time.monotonic() of the last heartbeat from a page on loopback (the kiosk)
+        #: time.monotonic() of the last heartbeat from the kiosk's browser
         self.kiosk_heartbeat: float | None = None
+        self.policy = OriginPolicy.build(sockets.gethostname(), config.allowed_hosts, config.allowed_origins)
 
     # --- feed callbacks (on the event loop) ------------------------------------------
 
@@ -136,9 +152,25 @@ class WebApp:
         )
 
     async def heartbeat(self, request: web.Request) -> web.StreamResponse:
-        if _loopback(request.remote):
-            self.kiosk_heartbeat = time.monotonic()
+        """204 for the kiosk's browser (its beat is recorded); 403 for anyone else."""
+        if not self._from_kiosk(request):
+            return web.Response(status=403, text="Sunbox: only the kiosk's browser beats")
+        self.kiosk_heartbeat = time.monotonic()
         return web.Response(status=204)
+
+    def _from_kiosk(self, request: web.Request) -> bool:
+        """Whether the request comes over loopback from a process of ``kiosk_user``."""
+        if not _loopback(request.remote) or request.transport is None:
+            return False
+        peer = request.transport.get_extra_info("peername")
+        own = request.transport.get_extra_info("sockname")
+        try:
+            kiosk = pwd.getpwnam(self.config.kiosk_user).pw_uid
+        except KeyError:
+            return False
+        if not (isinstance(peer, tuple) and isinstance(own, tuple)):
+            return False
+        return peer_uid(int(peer[1]), int(own[1])) == kiosk
 
     async def state(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response(self.snapshot())
@@ -203,11 +235,18 @@ class WebApp:
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        refusal = self.policy.host_refusal(request.headers.get("Host")) or self.policy.origin_refusal(
+            request.headers.get("Origin"), request.headers.get("Host")
+        )
+        if refusal is not None:
+            LOG.info("refused %s %s: %s", request.method, request.path, refusal)
+            return web.Response(status=403, text=f"Sunbox: {refusal}")
         if self.password is not None and not _loopback(request.remote) and not self._authorized(request):
             return web.Response(
                 status=401, text="Sunbox: password required", headers={"WWW-Authenticate": 'Basic realm="Sunbox"'}
             )
-        response = await handler(request)
+        bad = _bad_parameter(request)
+        response = web.json_response({"error": bad}, status=400) if bad else await handler(request)
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -237,6 +276,19 @@ class WebApp:
         app.router.add_get("/api/gaps", self.gaps_route)
         app.router.add_static("/static/", STATIC, append_version=False)
         return app
+
+
+def _bad_parameter(request: web.Request) -> str | None:
+    """Why an API request's query parameters are refused: unknown or repeated; None if fine."""
+    if not request.path.startswith("/api/"):
+        return None
+    allowed = PARAMETERS.get(request.path, frozenset())
+    for name in request.query:
+        if name not in allowed:
+            return f"{name[:40]}: unknown parameter" + (f" (takes {', '.join(sorted(allowed))})" if allowed else "")
+        if len(request.query.getall(name)) > 1:
+            return f"{name}: given more than once"
+    return None
 
 
 def _loopback(remote: str | None) -> bool:
