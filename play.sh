@@ -9,14 +9,17 @@ usage() {
 Usage:
   ./play.sh -i inventories/<site>/hosts.yml [ansible-playbook options]
   ./play.sh discover -i inventories/<site>/hosts.yml   (list the devices each Pi hears)
-  ./play.sh virtual-pi [--soak S] [--cuts N] [molecule command]   (default: test; soak 120 s, 1 power cut)
+  ./play.sh virtual-pi [--release trixie|bookworm] [--soak S] [--cuts N] [molecule command]
+                                   (default: trixie, test; soak 120 s, 1 power cut)
   ./play.sh lint
   ./play.sh prepare                              (only make the PC's environment, .play-venv)
   ./play.sh vault create|edit|view FILE          (ansible-vault from the pinned environment)
 
 The first run on a PC (needs only Python 3 with venv, and ssh):
-  1. Flash Raspberry Pi OS Bookworm (64-bit, desktop) to the SD card. In Raspberry Pi
-     Imager's settings enable SSH with your public key and set the user name.
+  1. Flash Raspberry Pi OS (64-bit, desktop) to the SD card: Raspberry Pi Imager's default
+     today is trixie (Debian 13); "Legacy" bookworm works too. In Imager's settings set
+     the user name and enable SSH with your public key (on trixie Imager hands these to
+     the Pi through cloud-init; the play then turns SSH passwords off either way).
   2. cp -r inventories/example inventories/mysite
      Edit inventories/mysite/hosts.yml (the Pi's address and user), then find the devices:
        ./play.sh discover -i inventories/mysite/hosts.yml
@@ -33,8 +36,9 @@ The first run on a PC (needs only Python 3 with venv, and ssh):
 Options are passed to ansible-playbook, e.g. --check --diff, --tags collector,
 -l field-pi-2, --vault-password-file FILE.
 
-./play.sh virtual-pi runs the molecule scenario molecule/virtual-pi: a Debian bookworm VM
-under qemu with simulated devices on the guest's real BlueZ, the whole play against it,
+./play.sh virtual-pi runs the molecule scenario molecule/virtual-pi: a Debian trixie VM
+(--release bookworm: bookworm) standing in for a fresh Raspberry Pi OS, under qemu with
+simulated devices on the guest's real BlueZ, the whole play against it,
 a second run that must change nothing, and the checks. Needs Linux and root (debootstrap,
 qemu); the image is cached in ~/.cache/sunbox/vpi. Other molecule commands work too:
 ./play.sh virtual-pi converge | verify | login | destroy. --soak S sets how long the
@@ -92,10 +96,17 @@ case "${1:-}" in
     ;;
   virtual-pi)
     shift
-    while [ "${1:-}" = --soak ] || [ "${1:-}" = --cuts ]; do
+    while [ "${1:-}" = --soak ] || [ "${1:-}" = --cuts ] || [ "${1:-}" = --release ]; do
       # --soak: the memory benchmark: services run this many seconds before the restart
       # check and the RSS report (the test command's default is 120); --cuts: how many
-      # power cuts (default 1), docs/virtual-pi.md
+      # power cuts (default 1); --release: the Debian release under the VM (trixie, as
+      # today's Raspberry Pi OS, or bookworm, its Legacy), docs/virtual-pi.md
+      if [ "$1" = --release ]; then
+        [[ "${2:-}" =~ ^(trixie|bookworm)$ ]] || { echo "play.sh: --release takes trixie or bookworm" >&2; exit 2; }
+        export SUNBOX_VPI_RELEASE=$2
+        shift 2
+        continue
+      fi
       [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "play.sh: $1 takes a number" >&2; exit 2; }
       if [ "$1" = --soak ]; then export SUNBOX_VPI_SOAK_S=$2; else export SUNBOX_VPI_CUTS=$2; fi
       shift 2

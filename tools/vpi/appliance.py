@@ -13,11 +13,17 @@
                                  ``{"killed_at", "powered_on_at", "booted_at", "ssh_after_s"}``
                                  (Unix s; booted_at: SSH answers)
 
-The image stands in for a fresh Raspberry Pi OS Bookworm desktop install: Debian bookworm
-(debootstrap, on top of tools/vpi's cached base) with a ``pi`` user that has passwordless
-sudo and the SSH key molecule made (handed in through qemu's fw_cfg, as Raspberry Pi
-Imager writes it into the first-boot settings), Chromium and wlr-randr as on the desktop
-image, and BlueZ. It is not arm64 and has no DSI display: see docs/virtual-pi.md.
+The image stands in for a fresh Raspberry Pi OS desktop install of the release in
+``$SUNBOX_VPI_RELEASE``: ``trixie`` (the default, today's Raspberry Pi OS) or ``bookworm``
+(its "Legacy"): Debian of that release (debootstrap, on top of tools/vpi's cached base)
+with a ``pi`` user that has passwordless sudo and the SSH key molecule made (handed in
+through qemu's fw_cfg, as Raspberry Pi Imager writes it into the first-boot settings),
+Chromium and wlr-randr as on the desktop image, and BlueZ. On trixie it also has what Pi
+OS trixie adds that the play touches, reproduced from their documented behaviour (the
+Raspberry Pi archive is not reachable here; ``tools/vpi/pi-os-trixie/``): rpi-swap's default
+swap (zram with a writeback file, ``/var/swap``, on the card), cloud-init's sshd drop-in
+and lightdm's ``rpd-labwc`` session. It is not arm64 and has no DSI display: see
+docs/virtual-pi.md.
 
 The simulated devices run in their own virtual environment (/opt/sunbox-sim), apart
 from the sunbox install that the collector role makes in /opt/sunbox.
@@ -70,6 +76,8 @@ DESKTOP_PACKAGES = [
 ]
 INFLUXDB_VERSION = "2.7.12"
 GUEST_HOST = "10.0.2.2"  # the host as qemu's user network shows it to the guest
+#: What Raspberry Pi OS trixie adds that the play touches, laid out at its paths (README there).
+PI_OS_TRIXIE = Path(__file__).resolve().parent / "pi-os-trixie"
 HOST_TOOLS = {"qemu-img": "qemu-utils", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "gpg": "gpg"}
 
 FW_CFG_UNIT = """[Unit]
@@ -92,30 +100,42 @@ def log(message: str) -> None:
     print(f"[appliance {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def image_key() -> str:
-    digest = hashlib.sha256(vpi.image_key().encode())
+def release() -> str:
+    """The guest's Debian release: ``$SUNBOX_VPI_RELEASE`` (``./play.sh virtual-pi --release``), else trixie."""
+    name = os.environ.get("SUNBOX_VPI_RELEASE", "trixie")
+    if name not in vpi.RELEASES:
+        sys.exit(f"appliance: SUNBOX_VPI_RELEASE={name!r}: one of {', '.join(vpi.RELEASES)}")
+    return name
+
+
+def image_key(name: str) -> str:
+    digest = hashlib.sha256(vpi.image_key(name).encode())
     digest.update(" ".join(DESKTOP_PACKAGES).encode())
     digest.update(FW_CFG_UNIT.encode())
-    digest.update(b"appliance-v1")
+    if name == "trixie":
+        for path in sorted(PI_OS_TRIXIE.rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(PI_OS_TRIXIE)).encode() + path.read_bytes())
+    digest.update(b"appliance-v2")
     return digest.hexdigest()[:12]
 
 
-def build_image() -> Path:
-    """The cached raw ext4 disk image of the fresh "Pi"."""
+def build_image(name: str) -> Path:
+    """The cached raw ext4 disk image of the fresh "Pi" of release ``name``."""
     vpi.HOST_TOOLS.update(HOST_TOOLS)
     vpi.host_tools()
     with vpi.cache_lock("appliance"):
-        return _build_image()
+        return _build_image(name)
 
 
-def _build_image() -> Path:
-    disk = CACHE / f"appliance-{image_key()}.img"
+def _build_image(name: str) -> Path:
+    disk = CACHE / f"appliance-{name}-{image_key(name)}.img"
     if disk.exists():
         log(f"image: cached {disk}")
         return disk
-    base = vpi.build_image()
+    base = vpi.build_image(name)
     started = time.monotonic()
-    root = CACHE / f"appliance-rootfs-{image_key()}"
+    root = CACHE / f"appliance-rootfs-{name}-{image_key(name)}"
     if root.exists():
         shutil.rmtree(root)
     log("image: copying the base and adding the desktop packages (a few minutes)")
@@ -156,6 +176,12 @@ def _build_image() -> Path:
             "/opt/sunbox-sim-src/constraints.txt",
             "/opt/sunbox-sim-src[sim]",
         )
+    if name == "trixie":
+        for path in sorted(PI_OS_TRIXIE.rglob("*")):
+            if path.is_file() and path.name != "README.md":
+                target = root / path.relative_to(PI_OS_TRIXIE)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)  # with its mode
     (root / "etc/sudoers.d/010_pi-nopasswd").write_text("pi ALL=(ALL) NOPASSWD: ALL\n")
     (root / "etc/sudoers.d/010_pi-nopasswd").chmod(0o440)
     (root / "etc/ssh/ssh_host_rsa_key").unlink(missing_ok=True)
@@ -309,12 +335,11 @@ def build_apt_repo() -> tuple[Path, str]:
     return repo, fingerprint
 
 
-#: The guest's Python and C library (Debian bookworm): the wheels the guest can install.
-GUEST_PYTHON = "3.11"
-GUEST_GLIBC_MINOR = 36
+#: The guest's Python and C library per release: the wheels the guest can install.
+GUEST_PYTHON = {"trixie": ("3.13", 41), "bookworm": ("3.11", 36)}
 
 
-def build_wheelhouse() -> Path:
+def build_wheelhouse(name: str) -> Path:
     """sunbox's dependencies (collector/pyproject.toml, pinned by collector/constraints.txt)
     and uv as wheels for the guest, downloaded once on the host and served to it, so the
     play's install reads no package index (role variable sunbox_python_pip_extra_args).
@@ -325,21 +350,22 @@ def build_wheelhouse() -> Path:
     wheelhouse made the same way for aarch64 (docs/appliance.md).
     """
     with vpi.cache_lock("wheels"):
-        return _build_wheelhouse()
+        return _build_wheelhouse(name)
 
 
-def _build_wheelhouse() -> Path:
+def _build_wheelhouse(name: str) -> Path:
+    python, glibc = GUEST_PYTHON[name]
     pyproject = REPO / "collector" / "pyproject.toml"
     constraints = REPO / "collector" / "constraints.txt"
-    digest = hashlib.sha256(pyproject.read_bytes() + constraints.read_bytes() + b"wheels-v1")
-    wheels = CACHE / f"wheels-{digest.hexdigest()[:12]}"
+    digest = hashlib.sha256(pyproject.read_bytes() + constraints.read_bytes() + python.encode() + b"wheels-v1")
+    wheels = CACHE / f"wheels-{name}-{digest.hexdigest()[:12]}"
     if (wheels / ".complete").exists():
         log(f"wheelhouse: cached {wheels}")
         return wheels
     shutil.rmtree(wheels, ignore_errors=True)
     # and uv, the installer the sunbox_python role installs them with
     requirements = [*tomllib.loads(pyproject.read_text())["project"]["dependencies"], "uv"]
-    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(GUEST_GLIBC_MINOR, 4, -1)] + ["linux_x86_64"]
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(glibc, 4, -1)] + ["linux_x86_64"]
     started = time.monotonic()
     vpi.sh(
         sys.executable,
@@ -352,7 +378,7 @@ def _build_wheelhouse() -> Path:
         "--only-binary=:all:",
         *[arg for platform in platforms for arg in ("--platform", platform)],
         "--python-version",
-        GUEST_PYTHON,
+        python,
         "--implementation",
         "cp",
         "-c",
@@ -421,7 +447,9 @@ def up(state: Path) -> int:
         sys.exit("appliance: needs root (debootstrap, chroot, mount)")
     started = time.monotonic()
     state.mkdir(parents=True, exist_ok=True)
-    disk = build_image()
+    name = release()
+    log(f"release: {name}")
+    disk = build_image(name)
     repo, fingerprint = build_apt_repo()
     key = state / "id_ed25519"
     if not key.exists():
@@ -430,7 +458,7 @@ def up(state: Path) -> int:
     overlay.unlink(missing_ok=True)
     vpi.sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", disk, "-F", "raw", overlay)
     repo_port = serve(repo, state / "apt-repo.pid", state / "apt-repo.log")
-    wheels_port = serve(build_wheelhouse(), state / "wheels.pid", state / "wheels.log")
+    wheels_port = serve(build_wheelhouse(name), state / "wheels.pid", state / "wheels.log")
     ssh_port = free_port()
     log("vm: booting (qemu, tcg)")
     qemu = [
@@ -559,14 +587,17 @@ def main() -> int:
     parser.add_argument("state", type=Path, nargs="?", default=None)
     args = parser.parse_args()
     if args.command == "image":
-        build_image()
+        build_image(release())
         build_apt_repo()
         return 0
     if args.command == "prebuild":
         started = time.monotonic()
-        build_image()
-        build_wheelhouse()
+        build_image(release())
+        build_wheelhouse(release())
         log(f"prebuild: image and wheelhouse ready after {time.monotonic() - started:.0f} s")
+        # the base of the collector-on-BlueZ test (tools/vpi/vpi.py ble-test: bookworm)
+        vpi.build_image("bookworm")
+        log(f"prebuild: the BLE test's image ready after {time.monotonic() - started:.0f} s")
         return 0
     if args.state is None:
         parser.error("give the state directory")

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""The virtual Pi: a Debian bookworm VM under qemu (software emulation) with real BlueZ.
+"""The virtual Pi: a Debian VM under qemu (software emulation) with real BlueZ.
 
-``python3 tools/vpi/vpi.py image``     build (or reuse) the cached root filesystem
-``python3 tools/vpi/vpi.py ble-test``  boot it and run the collector against the
-                                       simulated devices through the guest's real BlueZ
+``python3 tools/vpi/vpi.py image [--release R]``     build (or reuse) the cached root filesystem
+``python3 tools/vpi/vpi.py ble-test [--release R]``  boot it and run the collector against the
+                                                     simulated devices through the guest's real BlueZ
+
+``--release``: ``bookworm`` (the default here: BlueZ 5.66, Python 3.11) or ``trixie``
+(BlueZ 5.82, Python 3.13), the Debian releases under Raspberry Pi OS "Legacy" and
+today's Raspberry Pi OS. The appliance's VM (``appliance.py``) builds on the same base.
 
 The guest runs ``sunbox sim --hci vhci``: the simulated JBD, LiTime, SmartSolar and
 Instant Readout devices sit on a bumble virtual controller that the kernel's
@@ -48,6 +52,8 @@ PACKAGES = [
     "mosquitto",
     "mosquitto-clients",
 ]
+#: Debian releases the virtual Pi is built from (Raspberry Pi OS trixie, and bookworm as Legacy)
+RELEASES = ("trixie", "bookworm")
 HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs"}
 
 
@@ -86,8 +92,9 @@ def _host_tools() -> None:
         sh("apt-get", "install", "-y", "-q", *missing, env=env, stdout=subprocess.DEVNULL)
 
 
-def image_key() -> str:
+def image_key(release: str = "bookworm") -> str:
     digest = hashlib.sha256()
+    digest.update(release.encode())
     digest.update(" ".join(PACKAGES).encode())
     digest.update((REPO / "collector" / "constraints.txt").read_bytes())
     digest.update((REPO / "collector" / "pyproject.toml").read_bytes())
@@ -124,15 +131,18 @@ class Chroot:
         )
 
 
-def build_image() -> Path:
-    """The cached root filesystem with BlueZ, Mosquitto and a venv holding sunbox's dependencies."""
+def build_image(release: str = "bookworm") -> Path:
+    """The cached root filesystem of ``release`` with BlueZ, Mosquitto and a venv holding
+    sunbox's dependencies."""
+    if release not in RELEASES:
+        sys.exit(f"vpi: release {release!r}: one of {', '.join(RELEASES)}")
     host_tools()
     with cache_lock("rootfs"):
-        return _build_image()
+        return _build_image(release)
 
 
-def _build_image() -> Path:
-    root = CACHE / f"rootfs-{image_key()}"
+def _build_image(release: str) -> Path:
+    root = CACHE / f"rootfs-{release}-{image_key(release)}"
     if (root / ".complete").exists():
         log(f"image: cached {root}")
         return root
@@ -140,12 +150,12 @@ def _build_image() -> Path:
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    log("image: debootstrap bookworm (a few minutes)")
+    log(f"image: debootstrap {release} (a few minutes)")
     sh(
         "debootstrap",
         "--variant=minbase",
         f"--include={','.join(PACKAGES)}",
-        "bookworm",
+        release,
         root,
         MIRROR,
         stdout=subprocess.DEVNULL,
@@ -236,8 +246,8 @@ def guest_file(disk: Path, path: str) -> str:
     return result.stdout
 
 
-def ble_test(keep: bool) -> int:
-    root = build_image()
+def ble_test(keep: bool, release: str = "bookworm") -> int:
+    root = build_image(release)
     work = Path(tempfile.mkdtemp(prefix="sunbox-vpi-"))
     guest = work / "rootfs"
     log("run: copying the image and the current collector")
@@ -339,13 +349,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["image", "ble-test"])
     parser.add_argument("--keep", action="store_true", help="keep the guest's root filesystem copy")
+    parser.add_argument("--release", choices=RELEASES, default="bookworm", help="the guest's Debian release")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("vpi: needs root (debootstrap, chroot, mount)")
     if args.command == "image":
-        build_image()
+        build_image(args.release)
         return 0
-    return ble_test(args.keep)
+    return ble_test(args.keep, args.release)
 
 
 if __name__ == "__main__":
