@@ -81,8 +81,6 @@ def decode(data: bytes, key: bytes) -> tuple[str, dict[str, Any]]:
     product_id, record_type, _nonce = parse_header(data)
     if record_type not in RECORD_TYPES:
         raise FrameError(f"unknown Victron record type 0x{record_type:02x}")
-    if len(data) <= HEADER:
-        raise FrameError(f"Victron advert without a record: {len(data)} bytes")
     if data[HEADER - 1] != key[0]:
         raise AdvertKeyError(
             f"advert key check byte 0x{data[HEADER - 1]:02x} does not match the configured key (0x{key[0]:02x}...)"
