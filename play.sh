@@ -9,7 +9,7 @@ usage() {
 Usage:
   ./play.sh -i inventories/<site>/hosts.yml [ansible-playbook options]
   ./play.sh discover -i inventories/<site>/hosts.yml   (list the devices each Pi hears)
-  ./play.sh virtual-pi [--release trixie|bookworm] [--soak S] [--cuts N] [molecule command]
+  ./play.sh virtual-pi [--release trixie|bookworm] [--soak S] [--cuts N] [--writes S] [molecule command]
                                    (default: trixie, test; soak 120 s, 1 power cut)
   ./play.sh lint
   ./play.sh prepare                              (only make the PC's environment, .play-venv)
@@ -43,7 +43,8 @@ a second run that must change nothing, and the checks. Needs Linux and root (deb
 qemu); the image is cached in ~/.cache/sunbox/vpi. Other molecule commands work too:
 ./play.sh virtual-pi converge | verify | login | destroy. --soak S sets how long the
 services run before the restart check and the memory report (default 120 s; the memory
-benchmark uses --soak 600).
+benchmark uses --soak 600); --writes S runs the disk-write benchmark, S seconds per
+measured window (docs/storage.md).
 
 ./play.sh lint runs ansible-lint (production profile) over the roles and playbooks.
 HELP
@@ -96,11 +97,12 @@ case "${1:-}" in
     ;;
   virtual-pi)
     shift
-    while [ "${1:-}" = --soak ] || [ "${1:-}" = --cuts ] || [ "${1:-}" = --release ]; do
+    while [ "${1:-}" = --soak ] || [ "${1:-}" = --cuts ] || [ "${1:-}" = --release ] || [ "${1:-}" = --writes ]; do
       # --soak: the memory benchmark: services run this many seconds before the restart
       # check and the RSS report (the test command's default is 120); --cuts: how many
       # power cuts (default 1); --release: the Debian release under the VM (trixie, as
-      # today's Raspberry Pi OS, or bookworm, its Legacy), docs/virtual-pi.md
+      # today's Raspberry Pi OS, or bookworm, its Legacy), docs/virtual-pi.md; --writes:
+      # the disk-write benchmark, seconds per measured window (docs/storage.md)
       if [ "$1" = --release ]; then
         [[ "${2:-}" =~ ^(trixie|bookworm)$ ]] || { echo "play.sh: --release takes trixie or bookworm" >&2; exit 2; }
         export SUNBOX_VPI_RELEASE=$2
@@ -108,7 +110,11 @@ case "${1:-}" in
         continue
       fi
       [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "play.sh: $1 takes a number" >&2; exit 2; }
-      if [ "$1" = --soak ]; then export SUNBOX_VPI_SOAK_S=$2; else export SUNBOX_VPI_CUTS=$2; fi
+      case $1 in
+        --soak) export SUNBOX_VPI_SOAK_S=$2 ;;
+        --writes) export SUNBOX_VPI_WRITES_S=$2 ;;
+        *) export SUNBOX_VPI_CUTS=$2 ;;
+      esac
       shift 2
     done
     ensure_venv virtual-pi

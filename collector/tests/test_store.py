@@ -304,9 +304,13 @@ def test_malformed_payloads_are_dead_lettered(
         sub.loop_stop()
 
 
-@pytest.mark.parametrize("hold", [False, True], ids=["broker-ack-only", "held-until-stored"])
+@pytest.mark.parametrize(
+    ("hold", "sync_after_s"),
+    [(False, 0.0), (True, 0.0), (True, 25.0)],
+    ids=["broker-ack-only", "held-until-stored", "held-in-the-fresh-queue"],
+)
 def test_a_killed_broker_loses_no_reading_the_collector_took(
-    influxdb: InfluxDB, writer_token: str, tmp_path: Path, hold: bool
+    influxdb: InfluxDB, writer_token: str, tmp_path: Path, hold: bool, sync_after_s: float
 ) -> None:
     """Issue 16, finding 6: Mosquitto acknowledges, then is killed before its autosave.
 
@@ -314,7 +318,9 @@ def test_a_killed_broker_loses_no_reading_the_collector_took(
     sends five readings and the broker acknowledges them; then the broker is SIGKILLed and
     started again, and the writer comes back. With the broker's acknowledgement alone
     (the control) the five are gone. Held until the writer reports them stored, the
-    collector sends them again and all five are in InfluxDB, each once.
+    collector sends them again and all five are in InfluxDB, each once; the same when they
+    wait in the fresh queue (issue 28), which syncs them while they wait (they were taken
+    a minute ago, more than ``sync_after_s``).
     """
     broker = Mosquitto("mosquitto", free_port(), tmp_path / "mosquitto")
     broker.start()
@@ -322,7 +328,14 @@ def test_a_killed_broker_loses_no_reading_the_collector_took(
     store_id = f"store-{uuid.uuid4().hex[:6]}"
     writer = running_store(make_config(broker, influxdb, writer_token, store_id))
     writer.stop()  # its persistent session stays on the broker, in memory
-    queue = DiskQueue(tmp_path / "queue.sqlite3", 3600, 10_000, durable=hold)
+    queue = DiskQueue(
+        tmp_path / "queue.sqlite3",
+        3600,
+        10_000,
+        durable=hold,
+        sync_after_s=sync_after_s,
+        fresh_path=tmp_path / "run" / "queue-fresh.sqlite3",
+    )
     publisher = MqttPublisher(
         MqttConfig(
             port=broker.port,
@@ -358,6 +371,8 @@ def test_a_killed_broker_loses_no_reading_the_collector_took(
                 wait_for(lambda: len(stored(influxdb, device)) == 5, 90, "all five readings in InfluxDB")
                 wait_for(lambda: len(queue) == 0, 30, "the collector let them go once stored")
                 assert publisher.stored >= 5
+                # taken a minute ago, older than sync_after_s: synced while they waited
+                assert queue.spilled == (5 if sync_after_s else 0)
             else:
                 time.sleep(8)
             points = stored(influxdb, device)

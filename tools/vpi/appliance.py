@@ -411,8 +411,17 @@ def free_port() -> int:
 
 
 def wait_for_ssh(port: int, key: Path, deadline_s: float) -> None:
+    """Until the guest answers SSH; a kernel panic on its console (the guest then reboots
+    itself, ``panic=5``) is logged with its first lines."""
     deadline = time.monotonic() + deadline_s
+    console = key.parent / "console.log"
+    panics = 0
     while time.monotonic() < deadline:
+        text = console.read_text(errors="replace") if console.exists() else ""
+        if text.count("Kernel panic") > panics:
+            panics = text.count("Kernel panic")
+            oops = next((line for line in text.splitlines() if "Oops" in line or "BUG:" in line), "")
+            log(f"vm: the guest's kernel panicked ({oops.strip()[:120]}); it reboots by itself")
         probe = subprocess.run(
             [
                 "ssh",
@@ -489,7 +498,10 @@ def up(state: Path) -> int:
         "-initrd",
         disk.with_suffix(".initrd"),
         "-append",
-        "root=/dev/vda rw console=ttyS0 quiet",
+        # a kernel that oopses or panics reboots itself (qemu resets the guest) rather
+        # than leaving a VM without SSH: seen once at boot under multi-threaded TCG, an
+        # int3 Oops in kmem_cache_free while systemd started units (trixie, 2026-12-05)
+        "root=/dev/vda rw console=ttyS0 quiet oops=panic panic=5",
         "-drive",
         f"file={overlay},format=qcow2,if=virtio",
         "-fw_cfg",

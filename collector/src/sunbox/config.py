@@ -121,6 +121,13 @@ class QueueConfig(Strict):
     path: Path = Path("/var/lib/sunbox/queue.sqlite3")
     max_age_s: Annotated[float, Field(gt=0)] = 7 * 24 * 3600.0
     max_messages: Annotated[int, Field(ge=100)] = 2_000_000
+    #: seconds a reading may wait for the writer in the fresh queue (never synced) before
+    #: it is synced to ``path``; 0 syncs every reading as it is taken (an SSD). A pulled
+    #: plug loses at most the readings of this many seconds plus one (docs/storage.md)
+    sync_after_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
+    #: the fresh queue's file (the appliance: tmpfs under /run, which outlives a crash of
+    #: the collector); None keeps it in memory
+    fresh_path: Path | None = None
 
 
 class BleConfig(Strict):

@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sunbox import systemd
 from sunbox.aio import within
@@ -23,6 +23,9 @@ from sunbox.serial.vedirect_source import VeDirectSource
 from sunbox.sinks.csv_sink import CsvSink
 from sunbox.supervise import supervised
 from sunbox.venus.source import VenusSource
+
+if TYPE_CHECKING:
+    from sunbox.mqtt.queue import DiskQueue
 
 LOG = logging.getLogger(__name__)
 
@@ -177,14 +180,26 @@ class Collector:
                     await within(self.scanner.stop(), 5)
 
 
+def open_queue(config: Config) -> DiskQueue:
+    """The collector's queue as configured (``queue``, ``mqtt.hold_until_stored``)."""
+    from sunbox.mqtt.queue import DiskQueue
+
+    q = config.queue
+    return DiskQueue(
+        q.path,
+        q.max_age_s,
+        q.max_messages,
+        durable=config.mqtt.hold_until_stored,
+        sync_after_s=q.sync_after_s,
+        fresh_path=q.fresh_path,
+    )
+
+
 async def run_service(config: Config) -> None:
     """The ``sunbox run`` main coroutine: stops cleanly on SIGTERM/SIGINT."""
     from sunbox.mqtt.publisher import MqttPublisher
-    from sunbox.mqtt.queue import DiskQueue
 
-    queue = DiskQueue(
-        config.queue.path, config.queue.max_age_s, config.queue.max_messages, durable=config.mqtt.hold_until_stored
-    )
+    queue = open_queue(config)
     publisher = MqttPublisher(config.mqtt, queue)
     publisher.start()
     backend = await open_backend(config) if config.devices or config.victron_adverts else BleBackend()
@@ -242,11 +257,8 @@ async def run_once(config: Config, timeout: float) -> OnceResult:
     service.
     """
     from sunbox.mqtt.publisher import MqttPublisher
-    from sunbox.mqtt.queue import DiskQueue
 
-    queue = DiskQueue(
-        config.queue.path, config.queue.max_age_s, config.queue.max_messages, durable=config.mqtt.hold_until_stored
-    )
+    queue = open_queue(config)
     publisher = MqttPublisher(config.mqtt, queue)
     publisher.start()
     backend = await open_backend(config) if config.devices or config.victron_adverts else BleBackend()

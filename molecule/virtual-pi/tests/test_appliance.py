@@ -391,13 +391,15 @@ def test_systemd_exposure_stays_low(host: Any, unit: str) -> None:
 _NOT_COPIED = ("ExecStart", "Restart", "RestartSec", "User")
 
 
-def test_chromium_draws_the_display_inside_the_kiosk_confinement(host: Any, release: str) -> None:
+def test_chromium_draws_the_display_inside_the_kiosk_confinement(host: Any) -> None:
     """The kiosk unit's sandbox with the real Chromium: a screenshot of Now, as the kiosk user.
 
-    On the trixie VM (Debian's Chromium, headless, under TCG) Chromium exited 255 inside
-    the confinement on 2026-12-05 (crashpad reports after many D-Bus errors); the cause is
-    not found yet, so there the check is an expected failure that still reports its
-    output, and it passes on bookworm. A real Pi runs Raspberry Pi's own Chromium build."""
+    The VM has no GPU, so Chromium renders with SwiftShader (software GL through ANGLE),
+    its own sandbox on. Left to pick, Debian trixie's Chromium 156 takes Mesa's llvmpipe,
+    whose GPU process the GPU sandbox kills at once (exit 11, six times, then "GPU process
+    isn't usable. Goodbye.", exit 255; inside or outside the kiosk's confinement, gone with
+    --disable-gpu-sandbox or SwiftShader; 2026-12-05). A Pi renders on its V3D GPU, which
+    this VM cannot show."""
     unit = host.file("/etc/systemd/system/sunbox-kiosk.service").content_string
     service = unit.split("[Service]", 1)[1].split("\n[", 1)[0]
     props = [
@@ -412,20 +414,15 @@ def test_chromium_draws_the_display_inside_the_kiosk_confinement(host: Any, rele
         "systemd-run", "--wait", "--collect", "--pipe", "--quiet", f"--uid={KIOSK}", f"--setenv=HOME={home}",
         *[f"--property={p}" for p in props],
         browser, "--headless=new", "--no-first-run", f"--user-data-dir={home}/.cache/kiosk-check",
+        "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
         "--window-size=800,480", "--virtual-time-budget=10000", f"--screenshot={shot}", "http://localhost:8080/#now",
     ]  # fmt: skip
     with host.sudo():
         host.run(f"rm -f {shot}")
-        try:
-            result = host.run("timeout 600 " + " ".join(shlex.quote(c) for c in command))
-        except RuntimeError as exc:  # testinfra reads exit status 255 (Chromium's) as ssh failing
-            if release == "trixie":
-                pytest.xfail(f"Chromium exited 255 in the kiosk confinement on trixie: {str(exc)[-1500:]}")
-            raise
+        # exit status 255 (Chromium's fatal exit) reads as ssh failing to testinfra
+        result = host.run("timeout 600 " + " ".join(shlex.quote(c) for c in command) + "; echo rc=$?")
         size = host.run(f"stat -c %s {shot}")
-    if release == "trixie" and not (result.rc == 0 and size.rc == 0):
-        pytest.xfail(f"Chromium in the kiosk confinement on trixie: rc {result.rc}: {result.stderr[-1500:]}")
-    assert result.rc == 0 and size.rc == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.strip().endswith("rc=0") and size.rc == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert int(size.stdout) > 5000, f"screenshot of {size.stdout.strip()} bytes"
 
 
@@ -511,13 +508,18 @@ def test_services_stay_up_and_devices_keep_arriving_through_the_soak(host: Any, 
     arriving = devices_in_the_last_minute(host, secrets["sunbox_influxdb_admin_token"])
     assert arriving >= DEVICES, f"after the soak, devices still arriving: {sorted(arriving)}"
     # held until stored (issue 16): the writer's reports reach the collector through the
-    # real ACLs, so its disk queue holds only the last seconds' readings, not the soak's
+    # real ACLs, so its queue holds only the last seconds' readings, not the soak's; they
+    # wait in the fresh queue on tmpfs (issue 28)
     with host.sudo():
         rows = host.run(
-            'python3 -c \'import sqlite3; print(sqlite3.connect("/var/lib/sunbox/queue.sqlite3")'
-            '.execute("SELECT COUNT(*) FROM queue").fetchone()[0])\''
+            'python3 -c \'import sqlite3; print(*(sqlite3.connect(p).execute("SELECT COUNT(*) FROM queue")'
+            '.fetchone()[0] for p in ("/var/lib/sunbox/queue.sqlite3",'
+            ' "/run/sunbox-collector/queue-fresh.sqlite3")))\''
         )
-    assert rows.rc == 0 and int(rows.stdout) < 100, f"readings waiting in the collector's queue: {rows.stdout}"
+    assert rows.rc == 0, rows.stderr
+    synced, fresh = (int(n) for n in rows.stdout.split())
+    print(f"the collector's queue: {synced} synced rows, {fresh} fresh")
+    assert synced + fresh < 100, f"readings waiting in the collector's queue: {synced} synced, {fresh} fresh"
     report = {}
     shown = show(host, units, ["NRestarts", "MemoryCurrent", "ControlGroup"])
     for unit in units:
@@ -540,9 +542,156 @@ def test_services_stay_up_and_devices_keep_arriving_through_the_soak(host: Any, 
     assert not restarted, f"services restarted during the run: {restarted}"
 
 
+#: The disk-write benchmark (issue 28): seconds per measured window; 0 (the test
+#: command) skips it. `./play.sh virtual-pi --writes 900` measures the appliance as
+#: played and then with every reading synced (the `sync_after_s: 0` mode and the settings
+#: before issue 28), on the same load. Report: SUNBOX_VPI_WRITES_REPORT.
+WRITES_S = float(os.environ.get("SUNBOX_VPI_WRITES_S", "0"))
+#: What writes to the card, each with its own cgroup (io.stat counts its page-cache
+#: writeback too); the rest of the disk's writes are the kernel's (ext4's journal, jbd2).
+WRITERS = ["sunbox-collector", "sunbox-store", "influxdb", "mosquitto", "sunbox-web", "systemd-journald"]
+
+_SAMPLE = r"""
+set -e
+disk=$(lsblk -no PKNAME "$(findmnt -no SOURCE /)" 2>/dev/null || true)
+[ -n "$disk" ] || disk=$(basename "$(findmnt -no SOURCE /)")
+echo "disk $(cat /sys/block/$disk/stat)"
+echo "jbd2 $(head -qn1 /proc/fs/jbd2/*/info | awk '{{s += $1}} END {{print s + 0}}')"
+for u in {units}; do
+  f=/sys/fs/cgroup/system.slice/$u.service/io.stat
+  [ -r "$f" ] || f=/dev/null
+  sums='$1 == "wbytes" {{b += $2}} $1 == "wios" {{n += $2}} END {{print b + 0, n + 0}}'
+  echo "unit $u $(tr ' ' '\n' < "$f" | awk -F= "$sums")"
+done
+"""
+
+
+def _sample_writes(host: Any) -> dict[str, Any]:
+    """The guest's write counters now: the root disk's (sectors, writes, flushes), ext4's
+    journal commits, and per unit the bytes and writes io.stat counted."""
+    with host.sudo():
+        out = host.check_output("bash -c " + shlex.quote(_SAMPLE.format(units=" ".join(WRITERS))))
+    sample: dict[str, Any] = {"t": time.monotonic(), "units": {}}
+    for line in out.splitlines():
+        kind, *rest = line.split()
+        if kind == "disk":  # Documentation/block/stat.rst: field 5 writes, 7 sectors, 16 flushes
+            fields = [int(v) for v in rest]
+            flushes = fields[15] if len(fields) > 15 else None
+            sample["disk"] = {"writes": fields[4], "bytes": fields[6] * 512, "flushes": flushes}
+        elif kind == "jbd2":
+            sample["journal_commits"] = int(rest[0]) if rest else None
+        elif kind == "unit":
+            sample["units"][rest[0]] = {"bytes": int(rest[1]), "writes": int(rest[2])}
+    return sample
+
+
+def _stored_messages(host: Any, token: str, seconds: float) -> int:
+    """Readings and health records the raw bucket holds for the last ``seconds``: one per
+    device, measurement and time."""
+    query = (
+        f'from(bucket: "sunbox_raw") |> range(start: -{int(seconds)}s) '
+        '|> keep(columns: ["device", "_measurement", "_time"]) |> group(columns: ["device", "_measurement"]) '
+        '|> distinct(column: "_time") |> map(fn: (r) => ({r with _value: 1})) |> sum()'
+    )
+    total = 0
+    header: list[str] = []
+    for row in csv.reader(influx(host, token, "POST", "/api/v2/query?org=sunbox", query, flux=True).splitlines()):
+        if not row or not any(row):
+            header = []
+        elif not header:
+            header = row
+        else:
+            total += int(dict(zip(header, row, strict=False))["_value"])
+    return total
+
+
+def _measure_writes(host: Any, token: str, seconds: float) -> dict[str, Any]:
+    first = _sample_writes(host)
+    time.sleep(seconds)
+    last = _sample_writes(host)
+    elapsed = last["t"] - first["t"]
+    messages = _stored_messages(host, token, elapsed)
+    per_day = 86_400 / elapsed
+    disk = {k: last["disk"][k] - first["disk"][k] for k in ("writes", "bytes") if first["disk"][k] is not None}
+    if first["disk"]["flushes"] is not None:
+        disk["flushes"] = last["disk"]["flushes"] - first["disk"]["flushes"]
+    units = {u: {k: last["units"][u][k] - first["units"][u][k] for k in ("bytes", "writes")} for u in last["units"]}
+    kernel = disk["bytes"] - sum(u["bytes"] for u in units.values())
+    return {
+        "seconds": round(elapsed, 1),
+        "stored_messages": messages,
+        "disk_mb_per_day": round(disk["bytes"] * per_day / 1e6, 1),
+        "disk_bytes_per_message": round(disk["bytes"] / max(messages, 1)),
+        "flushes_per_day": None if "flushes" not in disk else round(disk["flushes"] * per_day),
+        "flushes_per_message": None if "flushes" not in disk else round(disk["flushes"] / max(messages, 1), 2),
+        "journal_commits_per_day": None
+        if first.get("journal_commits") is None
+        else round((last["journal_commits"] - first["journal_commits"]) * per_day),
+        "mb_per_day": {
+            **{u: round(v["bytes"] * per_day / 1e6, 2) for u, v in units.items()},
+            "kernel (ext4 journal, other)": round(kernel * per_day / 1e6, 2),
+        },
+        "writes_per_day": {u: round(v["writes"] * per_day) for u, v in units.items()},
+        "disk": disk,
+    }
+
+
+def _set_every_reading_synced(host: Any, synced: bool) -> None:
+    """Switch the appliance between its played settings and every reading synced as it is
+    taken with the settings before issue 28 (queue.sync_after_s 0, InfluxDB's WAL fsynced
+    per write, the writer's 1 s batches), then let it settle."""
+    with host.sudo():
+        if synced:
+            host.check_output(
+                "cp -p /etc/sunbox/sunbox.yaml /root/sunbox.yaml.played"
+                " && cp -p /etc/sunbox/store.yaml /root/store.yaml.played"
+                " && cp -p /etc/influxdb/config.toml /root/config.toml.played"
+                " && sed -i 's/^\\(  sync_after_s:\\).*/\\1 0/' /etc/sunbox/sunbox.yaml"
+                " && sed -i 's/^\\(batch_delay_s:\\).*/\\1 1.0/' /etc/sunbox/store.yaml"
+                " && sed -i 's/^storage-wal-fsync-delay.*/storage-wal-fsync-delay = \"0s\"/' /etc/influxdb/config.toml"
+            )
+        else:
+            host.check_output(
+                "cp -p /root/sunbox.yaml.played /etc/sunbox/sunbox.yaml"
+                " && cp -p /root/store.yaml.played /etc/sunbox/store.yaml"
+                " && cp -p /root/config.toml.played /etc/influxdb/config.toml"
+            )
+        host.check_output("systemctl restart influxdb && systemctl restart sunbox-store sunbox-collector")
+    time.sleep(90)  # every link up again, the writer's session drained
+
+
+@pytest.mark.skipif(WRITES_S <= 0, reason="a benchmark: ./play.sh virtual-pi --writes S (docs/storage.md)")
+def test_disk_writes_per_stored_message(host: Any, secrets: dict[str, Any]) -> None:
+    """Issue 28's benchmark: bytes, writes and flushes reaching the card per stored
+    message and per day, per service, as played and with every reading synced."""
+    token = secrets["sunbox_influxdb_admin_token"]
+    with host.sudo():
+        for unit in WRITERS:  # io.stat in each service's own cgroup from now on
+            host.run(f"systemctl set-property --runtime {unit}.service IOAccounting=yes")
+    report = {"played": _measure_writes(host, token, WRITES_S)}
+    print(json.dumps(report["played"]))
+    _set_every_reading_synced(host, True)
+    try:
+        report["every_reading_synced"] = _measure_writes(host, token, WRITES_S)
+        print(json.dumps(report["every_reading_synced"]))
+    finally:
+        _set_every_reading_synced(host, False)
+    Path(os.environ.get("SUNBOX_VPI_WRITES_REPORT", "/tmp/sunbox-virtual-pi-writes.json")).write_text(
+        json.dumps(report, indent=2) + "\n"
+    )
+    assert report["played"]["stored_messages"] > 0 and report["every_reading_synced"]["stored_messages"] > 0
+
+
 #: How many power cuts (issue 14); each at a different moment of the devices' 5 s poll
 #: cycle. The test command keeps one; `./play.sh virtual-pi --cuts 3` does three.
+#: The test command keeps one (as played); `--cuts 2` adds one with every reading synced,
+#: which restarts the collector first: the bonded simulators do not always come back from
+#: a collector restart yet (issue 35), so that mode is not in the test command.
 CUTS = int(os.environ.get("SUNBOX_VPI_CUTS", "1"))
+#: The durability modes the cuts take in turn (issue 28, docs/storage.md): as played
+#: (``queue.sync_after_s`` 25: what the writer has not stored within that is synced), and
+#: every reading synced as it is taken (``sync_after_s: 0``, for an SSD).
+CUT_MODES = ["played", "every-reading-synced"]
 #: Every device streams again after a cut, the bonded ones (passkey pairing) too: their
 #: simulators keep their bonds in a file on the guest's disk (prepare.yml), as a real
 #: device keeps them in flash. Before that (bonds in memory), paired and solar never came
@@ -600,21 +749,52 @@ def _retry_ssh(call: Any, deadline_s: float = 300) -> Any:
             time.sleep(5)
 
 
-def test_a_pulled_plug_loses_no_reading_the_appliance_had_taken(host: Any, secrets: dict[str, Any]) -> None:
-    """Issue 14: the VM is killed like a pulled plug (qemu SIGKILL) and boots again by itself.
+def _sync_after_s(host: Any) -> float:
+    with host.sudo():
+        config = yaml.safe_load(host.file("/etc/sunbox/sunbox.yaml").content_string)
+    return float(config["queue"].get("sync_after_s", 0))
 
-    Counted per device in the raw bucket: every reading stored before the cut is there
-    after it (lost = 0); readings taken before the cut but not yet stored come back from
-    the collector's disk queue; every service comes back and every device streams again.
-    A reading sent twice (the queue's resend) carries its own time_ms, and InfluxDB keeps
-    one point per series and time, so it cannot appear twice: the distinct times counted
-    here are the readings.
+
+def _set_sync_after_s(host: Any, token: str, value: float) -> None:
+    """Set the collector's ``queue.sync_after_s``, restart it, and wait until every device
+    is read again (a reading of each in the last 15 s)."""
+    with host.sudo():
+        host.check_output(f"sed -i 's/^\\(  sync_after_s:\\).*/\\1 {value}/' /etc/sunbox/sunbox.yaml")
+        host.check_output("systemctl restart sunbox-collector")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(10)
+        fresh = {d for d, t in reading_times(host, token).items() if any(_epoch(x) > time.time() - 15 for x in t)}
+        if fresh >= DEVICES:
+            return
+    raise AssertionError(f"devices read within 5 min of the collector's restart: {sorted(fresh)}")
+
+
+def test_a_pulled_plug_loses_no_reading_the_appliance_had_taken(host: Any, secrets: dict[str, Any]) -> None:
+    """Issues 14 and 28: the VM is killed like a pulled plug (qemu SIGKILL) and boots
+    again by itself, once in each durability mode (CUT_MODES).
+
+    Counted per device in the raw bucket: with every reading synced, every reading a
+    query saw before the cut is there after it (lost = 0), and readings taken before the
+    cut but not yet stored come back from the collector's synced queue. As played, the
+    readings of the last ``queue.sync_after_s`` + 1 s that InfluxDB had not answered for
+    yet may go (docs/storage.md; a query sees a point before its WAL fsync), nothing
+    older: each device's newest reading before the kill is at most that (plus a poll)
+    old, and with every reading synced at most a poll old. Every service comes back and every
+    device streams again. A reading sent twice (the queue's resend) carries its own
+    time_ms, and InfluxDB keeps one point per series and time, so it cannot appear twice:
+    the distinct times counted here are the readings.
     """
     token = secrets["sunbox_influxdb_admin_token"]
     state = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "vm"
     appliance = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "tools" / "vpi" / "appliance.py"
     report = []
+    played_sync_after_s = _sync_after_s(host)
     for n in range(CUTS):
+        mode = CUT_MODES[n % len(CUT_MODES)]
+        sync_after_s = played_sync_after_s if mode == "played" else 0.0
+        if _sync_after_s(host) != sync_after_s:
+            _set_sync_after_s(host, token, sync_after_s)
         wait_until = (time.time() // 5 + 1) * 5 + CUT_PHASES_S[n % len(CUT_PHASES_S)]
         time.sleep(max(0.0, wait_until - time.time()))
         before = reading_times(host, token)
@@ -642,7 +822,13 @@ def test_a_pulled_plug_loses_no_reading_the_appliance_had_taken(host: Any, secre
                 new = [_epoch(t) for t in after.get(device, ()) if _epoch(t) > powered_on]
                 if new:
                     flowing[device] = round(min(new) - powered_on, 1)
-        lost = {d: len(before[d] - after.get(d, set())) for d in before}
+        # InfluxDB answers queries from its cache before the WAL's group fsync, and answers
+        # the write only after it: as played, what a query saw in the last seconds was
+        # not all stored yet, and the collector held it on tmpfs (docs/storage.md)
+        bound = 2 * INTERVAL_S + 2 + (sync_after_s + 1 if sync_after_s else 0)
+        missing = {d: before[d] - after.get(d, set()) for d in before}
+        lost = {d: len({t for t in m if _epoch(t) < killed - bound}) for d, m in missing.items()}
+        recent = {d: len(m) for d, m in missing.items() if m}
         # The gap in each device's series: from its last reading taken before the kill
         # (stored then or resent from the disk queue after boot) to its first after boot.
         # Its start shows what the cut took: at most one interval (plus the poll's own
@@ -662,11 +848,14 @@ def test_a_pulled_plug_loses_no_reading_the_appliance_had_taken(host: Any, secre
         )
         row = {
             "cut": n + 1,
+            "mode": mode,
+            "sync_after_s": sync_after_s,
             "phase_s": CUT_PHASES_S[n % len(CUT_PHASES_S)],
             "ssh_after_s": times["ssh_after_s"],
             "readings_before": sum(len(v) for v in before.values()),
             "readings_after": sum(len(v) for v in after.values()),
             "lost": sum(lost.values()),
+            "seen_by_a_query_in_the_last_seconds_and_lost": sum(recent.values()),
             "taken_before_the_cut_and_stored_after_it": recovered,
             # from power-on to the first new reading of the last device to come back
             "readings_flow_again_after_power_on_s": max(flowing.values(), default=None),
@@ -678,13 +867,22 @@ def test_a_pulled_plug_loses_no_reading_the_appliance_had_taken(host: Any, secre
         report.append(row)
         print(json.dumps(row))
         assert set(flowing) >= DEVICES, f"devices streaming again after the cut: {sorted(flowing)}"
-        assert not any(lost.values()), f"readings lost by the cut: {lost}"
+        assert not any(lost.values()), f"{mode}: readings taken over {bound} s before the cut lost: {lost}"
+        if not sync_after_s:
+            assert not recent, f"{mode}: readings lost by the cut: {recent}"
         # two intervals (a poll's own time under emulation included; 9.1 s seen) plus the
-        # clock offset's uncertainty
-        late = {d: g for d, g in gaps.items() if g["last_before_kill_s"] > 2 * INTERVAL_S + 2}
-        assert not late, f"readings taken in the seconds before the cut are missing: {late}"
+        # clock offset's uncertainty; as played, also the readings the writer had not
+        # stored in the last sync_after_s + 1 s (the spill's period)
+        late = {d: g for d, g in gaps.items() if g["last_before_kill_s"] > bound}
+        assert not late, f"{mode}: readings taken more than {bound} s before the cut are missing: {late}"
         for name in SERVICES:
             assert host.service(name).is_running, f"{name} did not come back after the cut"
     Path(os.environ.get("SUNBOX_VPI_CUT_REPORT", "/tmp/sunbox-virtual-pi-powercut.json")).write_text(
         json.dumps(report, indent=2) + "\n"
     )
+    if _sync_after_s(host) != played_sync_after_s:  # the played setting back, not waited for
+        with host.sudo():
+            host.check_output(
+                f"sed -i 's/^\\(  sync_after_s:\\).*/\\1 {played_sync_after_s}/' /etc/sunbox/sunbox.yaml"
+                " && systemctl restart sunbox-collector"
+            )

@@ -16,8 +16,9 @@ at shutdown are written to the queue.
 Held until stored (``mqtt.hold_until_stored``, the appliance's setting): the broker's
 acknowledgement is not enough, because Mosquitto keeps messages in memory between its
 autosaves, so a pulled plug or a killed broker loses what it had acknowledged (issue 16).
-Every reading and health record then goes into the queue first (synced to disk) and
-stays there until the writer reports it stored in InfluxDB: ``sunbox store`` publishes
+Every reading and health record then goes into the queue first (synced to disk at once,
+or after ``queue.sync_after_s`` if the writer has not reported it stored by then, see
+``sunbox.mqtt.queue``) and stays there until the writer reports it stored in InfluxDB: ``sunbox store`` publishes
 ``{"<topic>": <time_ms>, ...}`` on ``<prefix>/_store/stored`` after each write, meaning
 every reading of that topic up to that time is in InfluxDB. Rows sent but not reported
 stored are sent again after every reconnect, and when no report came for
@@ -253,8 +254,11 @@ class MqttPublisher:
 
     def _drain_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(5)
+            # every second while readings wait in the fresh queue: what waited there
+            # longer than sync_after_s is synced (the pulled-plug bound, docs/storage.md)
+            self._wake.wait(1 if self.queue.sync_after_ms else 5)
             self._wake.clear()
+            self.queue.spill(now_ms())
             self.queue.prune(now_ms())
             if self.hold:
                 self._resend_if_unreported()
