@@ -53,4 +53,5 @@ def test_play_converges_twice_and_verifies_on_the_virtual_pi() -> None:
     # create, prepare and converge change things; the second converge (idempotence) must not
     assert recaps and recaps[-1][1] == "0", recaps
     assert re.search(r"verify: Executed: Successful", text)
-    assert re.search(r"(\d+) passed, 1 skipped", text), "verify's testinfra summary missing"
+    # skipped: Grafana (not obtainable here) and the disk-write benchmark (--writes only)
+    assert re.search(r"(\d+) passed, 2 skipped in", text), "verify's testinfra summary missing"
