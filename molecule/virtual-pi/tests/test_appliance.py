@@ -120,6 +120,21 @@ def test_sunbox_services_run_unprivileged_and_hardened(host: Any) -> None:
         assert readable[(user, path)] == mine, f"{user} reading {path}: {readable[(user, path)]}"
 
 
+def flux_records(host: Any, token: str, query: str) -> list[dict[str, str]]:
+    """The rows a Flux query returns, as mappings of column to value (each table of the
+    CSV has its own header, after a blank line)."""
+    records = []
+    header: list[str] = []
+    for row in csv.reader(influx(host, token, "POST", "/api/v2/query?org=sunbox", query, flux=True).splitlines()):
+        if not row or not any(row):
+            header = []
+        elif not header:
+            header = row
+        else:
+            records.append(dict(zip(header, row, strict=False)))
+    return records
+
+
 def devices_in_the_last_minute(host: Any, token: str) -> set[str]:
     """The devices with at least one reading in the raw bucket in the last minute."""
     query = (
@@ -593,16 +608,7 @@ def _stored_messages(host: Any, token: str, seconds: float) -> int:
         '|> keep(columns: ["device", "_measurement", "_time"]) |> group(columns: ["device", "_measurement"]) '
         '|> distinct(column: "_time") |> map(fn: (r) => ({r with _value: 1})) |> sum()'
     )
-    total = 0
-    header: list[str] = []
-    for row in csv.reader(influx(host, token, "POST", "/api/v2/query?org=sunbox", query, flux=True).splitlines()):
-        if not row or not any(row):
-            header = []
-        elif not header:
-            header = row
-        else:
-            total += int(dict(zip(header, row, strict=False))["_value"])
-    return total
+    return sum(int(record["_value"]) for record in flux_records(host, token, query))
 
 
 def _measure_writes(host: Any, token: str, seconds: float) -> dict[str, Any]:
@@ -636,6 +642,11 @@ def _measure_writes(host: Any, token: str, seconds: float) -> dict[str, Any]:
     }
 
 
+def _sed_sync_after_s(value: float) -> str:
+    """The command that sets the collector's ``queue.sync_after_s`` in its configuration."""
+    return f"sed -i 's/^\\(  sync_after_s:\\).*/\\1 {value}/' /etc/sunbox/sunbox.yaml"
+
+
 def _set_every_reading_synced(host: Any, synced: bool) -> None:
     """Switch the appliance between its played settings and every reading synced as it is
     taken with the settings before issue 28 (queue.sync_after_s 0, InfluxDB's WAL fsynced
@@ -646,7 +657,7 @@ def _set_every_reading_synced(host: Any, synced: bool) -> None:
                 "cp -p /etc/sunbox/sunbox.yaml /root/sunbox.yaml.played"
                 " && cp -p /etc/sunbox/store.yaml /root/store.yaml.played"
                 " && cp -p /etc/influxdb/config.toml /root/config.toml.played"
-                " && sed -i 's/^\\(  sync_after_s:\\).*/\\1 0/' /etc/sunbox/sunbox.yaml"
+                f" && {_sed_sync_after_s(0)}"
                 " && sed -i 's/^\\(batch_delay_s:\\).*/\\1 1.0/' /etc/sunbox/store.yaml"
                 " && sed -i 's/^storage-wal-fsync-delay.*/storage-wal-fsync-delay = \"0s\"/' /etc/influxdb/config.toml"
             )
@@ -683,8 +694,7 @@ def test_disk_writes_per_stored_message(host: Any, secrets: dict[str, Any]) -> N
 
 
 #: How many power cuts (issue 14); each at a different moment of the devices' 5 s poll
-#: cycle. The test command keeps one; `./play.sh virtual-pi --cuts 3` does three.
-#: The test command keeps one (as played); `--cuts 2` adds one with every reading synced,
+#: cycle. The test command keeps one (as played); `--cuts 2` adds one with every reading synced,
 #: which restarts the collector first: the bonded simulators do not always come back from
 #: a collector restart yet (issue 35), so that mode is not in the test command.
 CUTS = int(os.environ.get("SUNBOX_VPI_CUTS", "1"))
@@ -725,15 +735,8 @@ def reading_times(host: Any, token: str) -> dict[str, set[str]]:
         '|> keep(columns: ["device", "_time"]) |> group(columns: ["device"]) |> distinct(column: "_time")'
     )
     out: dict[str, set[str]] = {}
-    header: list[str] = []
-    for row in csv.reader(influx(host, token, "POST", "/api/v2/query?org=sunbox", query, flux=True).splitlines()):
-        if not row or not any(row):
-            header = []  # a blank line: the next table has its own header
-        elif not header:
-            header = row
-        else:
-            record = dict(zip(header, row, strict=False))
-            out.setdefault(record["device"], set()).add(record["_value"])
+    for record in flux_records(host, token, query):
+        out.setdefault(record["device"], set()).add(record["_value"])
     return out
 
 
@@ -759,8 +762,7 @@ def _set_sync_after_s(host: Any, token: str, value: float) -> None:
     """Set the collector's ``queue.sync_after_s``, restart it, and wait until every device
     is read again (a reading of each in the last 15 s)."""
     with host.sudo():
-        host.check_output(f"sed -i 's/^\\(  sync_after_s:\\).*/\\1 {value}/' /etc/sunbox/sunbox.yaml")
-        host.check_output("systemctl restart sunbox-collector")
+        host.check_output(f"{_sed_sync_after_s(value)} && systemctl restart sunbox-collector")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         time.sleep(10)
@@ -882,7 +884,4 @@ def test_a_pulled_plug_loses_no_reading_the_appliance_had_taken(host: Any, secre
     )
     if _sync_after_s(host) != played_sync_after_s:  # the played setting back, not waited for
         with host.sudo():
-            host.check_output(
-                f"sed -i 's/^\\(  sync_after_s:\\).*/\\1 {played_sync_after_s}/' /etc/sunbox/sunbox.yaml"
-                " && systemctl restart sunbox-collector"
-            )
+            host.check_output(f"{_sed_sync_after_s(played_sync_after_s)} && systemctl restart sunbox-collector")

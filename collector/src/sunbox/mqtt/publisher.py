@@ -258,8 +258,9 @@ class MqttPublisher:
             # longer than sync_after_s is synced (the pulled-plug bound, docs/storage.md)
             self._wake.wait(1 if self.queue.sync_after_ms else 5)
             self._wake.clear()
-            self.queue.spill(now_ms())
-            self.queue.prune(now_ms())
+            now = now_ms()
+            self.queue.spill(now)
+            self.queue.prune(now)
             if self.hold:
                 self._resend_if_unreported()
             while self._connected and not self._stop.is_set() and len(self.queue):

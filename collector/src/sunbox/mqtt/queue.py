@@ -35,6 +35,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,26 +127,27 @@ class DiskQueue:
 
     def _attach_fresh(self, fresh_path: Path | None) -> None:
         if fresh_path is None:
-            self._db.execute("ATTACH DATABASE ':memory:' AS fresh")
+            self._open_fresh(":memory:")
         else:
             fresh_path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._db.execute("ATTACH DATABASE ? AS fresh", (str(fresh_path),))
-                self._db.execute("PRAGMA fresh.journal_mode=WAL")
-                self._db.execute(_SCHEMA.format(table="fresh.queue"))
-                self._db.execute("SELECT COUNT(*) FROM fresh.queue").fetchone()
+                self._open_fresh(str(fresh_path))
             except sqlite3.DatabaseError as exc:
                 LOG.error("the fresh queue %s cannot be read (%s): set aside, starting without it", fresh_path, exc)
                 if self._attached():
                     self._db.execute("DETACH DATABASE fresh")
                 fresh_path.replace(fresh_path.with_name(fresh_path.name + ".corrupt"))
-                self._db.execute("ATTACH DATABASE ? AS fresh", (str(fresh_path),))
-                self._db.execute("PRAGMA fresh.journal_mode=WAL")
+                self._open_fresh(str(fresh_path))
+        # a crash between a spill's two transactions left these in both tables
+        self._db.execute("DELETE FROM fresh.queue WHERE id IN (SELECT id FROM main.queue)")
+
+    def _open_fresh(self, target: str) -> None:
+        """Attach ``target`` as ``fresh`` with its table; sqlite3.DatabaseError if unreadable."""
+        self._db.execute("ATTACH DATABASE ? AS fresh", (target,))
+        self._db.execute("PRAGMA fresh.journal_mode=WAL")  # memory stays memory
         # never synced: what is here is either stored within seconds or spilled
         self._db.execute("PRAGMA fresh.synchronous=OFF")
         self._db.execute(_SCHEMA.format(table="fresh.queue"))
-        # a crash between a spill's two transactions left these in both tables
-        self._db.execute("DELETE FROM fresh.queue WHERE id IN (SELECT id FROM main.queue)")
 
     def _attached(self) -> bool:
         return any(row[1] == "fresh" for row in self._db.execute("PRAGMA database_list"))
@@ -185,41 +187,44 @@ class DiskQueue:
             ).fetchall()
         return [(r[0], Message(r[1], bytes(r[2]), r[3], bool(r[4]), r[5], bool(r[6]))) for r in rows]
 
-    def _each_table(self, sql: str, params: tuple[object, ...]) -> int:
-        """Run ``sql`` (with ``{table}``) on every table in one transaction per database."""
+    def _in_each_table(self, work: Callable[[str], int]) -> int:
+        """``work(table)`` for every table, in one transaction per database (a transaction
+        across an attached WAL database is not atomic anyway); the sum of what it returns."""
         changed = 0
         for table in self._tables:
             self._db.execute("BEGIN")
             try:
-                changed += self._db.execute(sql.format(table=table), params).rowcount
+                changed += work(table)
             finally:
                 self._db.execute("COMMIT")
         return changed
 
+    def _each_table(self, sql: str, params: tuple[object, ...]) -> int:
+        """Rows changed by ``sql`` (with ``{table}``) in every table."""
+        return self._in_each_table(lambda table: int(self._db.execute(sql.format(table=table), params).rowcount))
+
     def settle(self, last_id: int, now_ms: int) -> None:
         """The broker acknowledged every unsent row up to ``last_id``: unheld rows go,
         held rows are marked sent at ``now_ms`` and wait for the writer."""
+
+        def work(table: str) -> int:
+            gone = self._db.execute(f"DELETE FROM {table} WHERE id <= ? AND sent_ms = 0 AND held = 0", (last_id,))
+            self._db.execute(f"UPDATE {table} SET sent_ms = ? WHERE id <= ? AND sent_ms = 0", (now_ms, last_id))
+            return int(gone.rowcount)
+
         with self._lock:
-            for table in self._tables:
-                self._db.execute("BEGIN")
-                gone = self._db.execute(f"DELETE FROM {table} WHERE id <= ? AND sent_ms = 0 AND held = 0", (last_id,))
-                self._db.execute(f"UPDATE {table} SET sent_ms = ? WHERE id <= ? AND sent_ms = 0", (now_ms, last_id))
-                self._db.execute("COMMIT")
-                self._count -= gone.rowcount
+            self._count -= self._in_each_table(work)
 
     def acknowledge(self, stored: dict[str, int]) -> int:
         """The writer stored every reading of each topic up to its ``time_ms``: drop those
         held rows that were sent. Returns how many rows went."""
-        removed = 0
+
+        def work(table: str) -> int:
+            sql = f"DELETE FROM {table} WHERE held = 1 AND sent_ms > 0 AND topic = ? AND created_ms <= ?"
+            return sum(int(self._db.execute(sql, item).rowcount) for item in stored.items())
+
         with self._lock:
-            for table in self._tables:
-                self._db.execute("BEGIN")
-                for topic, through_ms in stored.items():
-                    removed += self._db.execute(
-                        f"DELETE FROM {table} WHERE held = 1 AND sent_ms > 0 AND topic = ? AND created_ms <= ?",
-                        (topic, through_ms),
-                    ).rowcount
-                self._db.execute("COMMIT")
+            removed = self._in_each_table(work)
             self._count -= removed
         return removed
 
