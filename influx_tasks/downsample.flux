@@ -7,6 +7,8 @@
 // that false. Raw is kept longer than the catch-up limit plus the widest window, so
 // each tier can still be computed from raw after a downtime of up to the catch-up limit.
 //
+// The task runs at the tier's `run_every` (by default longer than the window for the fine
+// tiers: fewer runs, fewer synced writes on the card); each run fills every window since.
 // No `offset`: each run works out its own range. It starts one window before the newest
 // window this tier has already written (both are recomputed: they may have been written
 // from partial data while a backlog was draining into raw), or at the catch-up limit
@@ -29,7 +31,7 @@
 import "date"
 import "experimental/bitwise"
 
-option task = {name: "${task_name}", every: ${every}}
+option task = {name: "${task_name}", every: ${run_every}}
 
 period = ${every}
 source = "${source_bucket}"

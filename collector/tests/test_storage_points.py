@@ -150,7 +150,11 @@ def test_layout_defaults_follow_the_issue() -> None:
     [
         ({"tiers": [{"name": "1m", "every": "1x", "retention": "7d"}]}, "tiers.0.every"),
         ({"tiers": [{"name": "7m", "every": "7m", "retention": "7d"}]}, "divide a day"),
-        ({"catchup": "30h"}, "raw_retention"),
+        ({"catchup": "47h"}, "raw_retention"),
+        ({"raw_shard_group": "5h"}, "multiple of raw_shard_group"),
+        ({"tiers": [{"name": "5m", "every": "5m", "retention": "7d", "run_every": "7m"}]}, "run_every"),
+        ({"tiers": [{"name": "5m", "every": "5m", "retention": "7d", "run_every": "7h"}]}, "run_every"),
+        ({"catchup": "3h", "tiers": [{"name": "2h", "every": "2h", "retention": "7d", "run_every": "2h"}]}, "catchup"),
         ({"tiers": [{"name": "2m", "every": "2m", "retention": "7d"}] * 2}, "unique"),
         ({"raw_bucket": "x", "bogus": 1}, "bogus: unknown key"),
     ],
@@ -164,7 +168,9 @@ def test_one_template_renders_every_tier() -> None:
     lay = layout.parse(None)
     template = layout.find_template().read_text()
     scripts = [layout.render_task(lay, tier, template) for tier in lay.tiers]
-    assert 'option task = {name: "sunbox_downsample_30m", every: 30m}' in scripts[2]
+    assert 'option task = {name: "sunbox_downsample_30m", every: 2h}' in scripts[2]
+    assert "period = 30m" in scripts[2]
+    assert 'option task = {name: "sunbox_downsample_2h", every: 2h}' in scripts[3]
     assert 'destination = "sunbox_2h"' in scripts[3]
     assert all("offset" not in s and "${" not in s and "//" not in s for s in scripts)
 

@@ -8,7 +8,10 @@ written to ``$SUNBOX_SCREENSHOTS`` (default ``/tmp/sunbox-screenshots``) for rev
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +20,13 @@ from typing import Any
 import pytest
 import requests
 
+from sunbox.backup import generations
 from sunbox.storage import influx_setup, layout, pick
 from sunbox.web.history import RANGES
 from sunbox_stack import seed
 from sunbox_stack.servers import InfluxDB, Mosquitto, free_port
 
+from .mounts import tmpfs
 from .webkit import (
     CHROMEDRIVER,
     CHROMIUM,
@@ -337,6 +342,93 @@ def test_broker_stop_shows_it_and_the_page_recovers(influxdb: InfluxDB, dashboar
         pub.close()
         server.stop()
         broker.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs as the card (root)")
+def test_a_card_that_turns_read_only_or_full_is_an_alarm_on_every_page(
+    mosquitto: Mosquitto, influxdb: InfluxDB, dashboards_token: str, publisher: Publisher, tmp_path: Path
+) -> None:
+    """Issue 28: the card holding the history (a real tmpfs here) remounted read-only, then
+    full; the status bar says so on every page, Health gives the numbers, Now stays live."""
+    with tmpfs(tmp_path / "card") as card:
+        server = WebServer(
+            tmp_path / "web",
+            mosquitto,
+            influxdb.url,
+            dashboards_token,
+            disk_path=str(card / "influxdb"),
+            disk_check_s=0.5,
+            disk_low_free_mb=1,
+        )
+        server.start()
+        server.wait_broker()
+        try:
+            health = requests.get(f"{server.url}/api/health", timeout=30).json()["disk"]
+            assert health["status"] == "ok" and health["mount_point"] == str(card), health
+            with chromium() as driver:
+                set_viewport(driver, 800, 480)
+                open_page(driver, server, "now")
+                wait_for(lambda: "live" in driver.find_element("id", "status").text, what="live")
+                subprocess.run(["mount", "-o", "remount,ro", str(card)], check=True)
+                status = driver.find_element("id", "status")
+                wait_for(lambda: "card read-only" in status.text, timeout=15, what="the read-only card shown")
+                assert "alarm" in (status.get_attribute("class") or "")
+                publisher.reading("bat1", "battery", battery_reading(soc=55.0))
+                wait_for(lambda: "55%" in page_text(driver), what="Now still live")
+                shoot(driver, "now-card-read-only-800x480")
+                open_page(driver, server, "health")
+                wait_for(lambda: "Card: read-only" in page_text(driver), what="the card on Health")
+                assert requests.get(f"{server.url}/api/health", timeout=30).json()["disk"]["status"] == "read-only"
+                subprocess.run(["mount", "-o", "remount,rw", str(card)], check=True)
+                with contextlib.suppress(OSError), (card / "filler").open("wb") as out:
+                    out.write(b"\0" * 4 * 1024 * 1024)
+                wait_for(lambda: "card full" in status.text, timeout=15, what="the full card shown")
+                wait_for(lambda: "Card: full" in page_text(driver), timeout=15, what="full on Health")
+                shoot(driver, "health-card-full-800x480")
+                (card / "filler").unlink()
+                wait_for(lambda: "live" in status.text, timeout=15, what="live again once space is back")
+                assert console_errors(driver) == []
+        finally:
+            server.stop()
+
+
+def test_an_old_backup_is_an_alarm_and_health_tells_its_age(
+    mosquitto: Mosquitto, influxdb: InfluxDB, dashboards_token: str, tmp_path: Path
+) -> None:
+    """Issue 28: no backup set up is said on Health only; a last good backup older than
+    two days is an alarm on every page until a new one succeeds."""
+    state_file = tmp_path / "backup" / "state.json"
+    server = WebServer(
+        tmp_path / "web", mosquitto, influxdb.url, dashboards_token, backup_state_file=str(state_file), disk_check_s=0.5
+    )
+    server.start()
+    server.wait_broker()
+    day_ms = 86_400_000
+    try:
+        with chromium() as driver:
+            set_viewport(driver, 800, 480)
+            open_page(driver, server, "health")
+
+            def status() -> str:
+                return str(driver.find_element("id", "status").text)
+
+            wait_for(lambda: "Backup: not set up" in page_text(driver), what="no backup set up")
+            assert "live" in status()
+            old = generations.Generation(tmp_path / "g1", int(time.time() * 1000) - 3 * day_ms, 4_000_000, [])
+            generations.record(state_file, old, None, 12.0)
+            wait_for(lambda: "last backup 3 d ago" in status(), timeout=15, what="the old backup shown")
+            generations.record(state_file, None, "target /media/sunbox-backup is not a mount point", 0.1)
+            driver.refresh()
+            wait_for(lambda: "not a mount point" in page_text(driver), timeout=15, what="why the last run failed")
+            assert "last backup 3 d ago" in status()
+            shoot(driver, "health-backup-overdue-800x480")
+            fresh = generations.Generation(tmp_path / "g2", int(time.time() * 1000), 5_000_000, [])
+            generations.record(state_file, fresh, None, 11.0)
+            wait_for(lambda: "live" in status(), timeout=15, what="no alarm after a good backup")
+            wait_for(lambda: "0 s ago, 5\u202fMB" in page_text(driver), timeout=15, what="its size")
+            assert requests.get(f"{server.url}/api/health", timeout=30).json()["backup"]["status"] == "ok"
+    finally:
+        server.stop()
 
 
 # --- the LAN viewers' password -------------------------------------------------------------

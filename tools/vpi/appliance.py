@@ -76,6 +76,9 @@ DESKTOP_PACKAGES = [
 ]
 INFLUXDB_VERSION = "2.7.12"
 GUEST_HOST = "10.0.2.2"  # the host as qemu's user network shows it to the guest
+#: the owner's USB stick for backups, as molecule.yml's backup_usb_label names it
+STICK_LABEL = "SUNBOX-BKP"
+STICK_MB = 256
 #: What Raspberry Pi OS trixie adds that the play touches, laid out at its paths (README there).
 PI_OS_TRIXIE = Path(__file__).resolve().parent / "pi-os-trixie"
 HOST_TOOLS = {"qemu-img": "qemu-utils", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "gpg": "gpg"}
@@ -466,6 +469,12 @@ def up(state: Path) -> int:
     overlay = state / "disk.qcow2"
     overlay.unlink(missing_ok=True)
     vpi.sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", disk, "-F", "raw", overlay)
+    # the owner's USB stick for the nightly backups (the backup role finds it by its
+    # label): an empty ext4 image, a new one with each VM
+    stick = state / "stick.img"
+    stick.unlink(missing_ok=True)
+    vpi.sh("truncate", "-s", f"{STICK_MB}M", stick)
+    vpi.sh("mkfs.ext4", "-q", "-F", "-L", STICK_LABEL, stick)
     repo_port = serve(repo, state / "apt-repo.pid", state / "apt-repo.log")
     wheels_port = serve(build_wheelhouse(name), state / "wheels.pid", state / "wheels.log")
     ssh_port = free_port()
@@ -504,6 +513,8 @@ def up(state: Path) -> int:
         "root=/dev/vda rw console=ttyS0 quiet oops=panic panic=5",
         "-drive",
         f"file={overlay},format=qcow2,if=virtio",
+        "-drive",
+        f"file={stick},format=raw,if=virtio",
         "-fw_cfg",
         f"name=opt/sunbox/authorized_keys,file={key}.pub",
         "-nic",

@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from sunbox import __version__, decode_cli
 from sunbox import config as config_mod
+from sunbox.backup import commands as backup_commands
 from sunbox.storage import commands as storage_commands
 from sunbox.web.config import DEFAULT_PATH as WEB_CONFIG
 
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--interval", type=float, default=1.0, help="seconds between blocks")
     replay.add_argument("--corrupt-every", type=int, default=None, help="break every n-th block's checksum")
     storage_commands.add_parsers(sub)
+    backup_commands.add_parsers(sub)
 
     web = sub.add_parser("web", help="serve the live display (touchscreen and LAN browsers)")
     web.add_argument("-c", "--config", type=Path, default=WEB_CONFIG, help="configuration file")
@@ -326,6 +328,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _web(args)
     if args.command == "influx":
         return storage_commands.cmd_influx(args)
+    if args.command == "backup":
+        return backup_commands.cmd_backup(args)
     if args.command == "sim":
         try:
             return asyncio.run(_sim(args))

@@ -15,6 +15,8 @@ const app = {
   skipped: {},
   messages: 0,
   storage: null, // last /api/health answer about InfluxDB
+  disk: null, // the card holding the history: {status: ok|low|full|read-only|unknown, free_bytes, ...}
+  backup: null, // the nightly backup: {status: none|ok|overdue|unknown, age_s, size_bytes, error}
   gaps: {}, // device -> 10-minute windows without a reading in the last 24 h
   history: { range: "24h", quantity: "soc", zoom: null, chart: null, seq: 0 },
 };
@@ -71,6 +73,8 @@ function connect() {
       app.devices = new Map(m.devices.map((d) => [d.device_id, d]));
       app.broker = m.broker;
       app.collectorOnline = m.collector_online;
+      app.disk = m.disk || null;
+      app.backup = m.backup || null;
       app.staleS = m.stale_after_s;
       app.deadS = m.dead_after_s;
       app.skipped = m.skipped;
@@ -86,6 +90,12 @@ function connect() {
     } else if (m.type === "collector") {
       app.collectorOnline = m.online;
       renderLive();
+    } else if (m.type === "disk") {
+      app.disk = m.disk;
+      renderLive();
+    } else if (m.type === "backup") {
+      app.backup = m.backup;
+      renderLive();
     }
   };
   ws.onclose = () => {
@@ -96,6 +106,33 @@ function connect() {
   };
 }
 
+// The card states that stop or will soon stop the history: shown in the status bar on
+// every page, above a collector that is merely offline (sunbox.disk).
+const CARD_ALARM = {
+  "read-only": "card read-only: not storing",
+  full: "card full: not storing",
+  low: "card almost full",
+};
+function bytes(v) {
+  if (!known(v)) return "—";
+  return v >= 1e9 ? `${(v / 1e9).toFixed(1)}\u202fGB` : `${Math.round(v / 1e6)}\u202fMB`;
+}
+function cardFact(d) {
+  if (!d) return "—";
+  const size = `${bytes(d.free_bytes)} free of ${bytes(d.total_bytes)}`;
+  if (d.status === "ok") return `<span class="ok">writable</span>, ${size}`;
+  if (d.status === "unknown") return `<span class="warn">unknown</span> (${esc(d.error || "")})`;
+  const what = d.status === "low" ? "almost full" : d.status;
+  return `<span class="bad">${esc(what)}</span>, ${size}`;
+}
+
+function backupFact(b) {
+  if (!b || b.status === "none") return `<span class="muted">not set up</span>`;
+  const last = known(b.age_s) ? `${duration(b.age_s)} ago, ${bytes(b.size_bytes)}` : "none yet";
+  const failed = b.last_run_ok === false && b.error ? ` (last run: ${esc(b.error)})` : "";
+  return `<span class="${b.status === "ok" ? "ok" : "bad"}">${last}</span>${failed}`;
+}
+
 function renderStatus() {
   const el = document.getElementById("status");
   let text, cls;
@@ -104,6 +141,10 @@ function renderStatus() {
   } else if (!app.broker || !app.broker.connected) {
     const since = app.broker ? duration((serverNow() - app.broker.since_ms) / 1000) : "";
     [text, cls] = [`broker down ${since}`, "bad"];
+  } else if (app.disk && CARD_ALARM[app.disk.status]) {
+    [text, cls] = [CARD_ALARM[app.disk.status], "bad alarm"];
+  } else if (app.backup && app.backup.status === "overdue") {
+    [text, cls] = [known(app.backup.age_s) ? `last backup ${duration(app.backup.age_s)} ago` : "no backup yet", "bad alarm"];
   } else if (app.collectorOnline === false) {
     [text, cls] = ["collector offline", "warn"];
   } else {
@@ -239,6 +280,8 @@ function healthPage() {
       Display ↔ broker: ${b && b.connected ? `<span class="ok">connected</span>` : `<span class="bad">down (${esc(b ? b.reason : "starting")})</span>`}
       · Collector: ${app.collectorOnline === true ? `<span class="ok">online</span>` : app.collectorOnline === false ? `<span class="bad">offline</span>` : "—"}
       · InfluxDB: ${storage}
+      · Card: ${cardFact(app.disk)}
+      · Backup: ${backupFact(app.backup)}
       · Messages: ${app.messages}, skipped ${skipped.reduce((a, [, n]) => a + n, 0)}${skipped.length ? ` (${esc(skipped.map(([k, n]) => `${k}: ${n}`).join("; "))})` : ""}</div></section>
     <section class="card gap wide"><table><thead><tr><th>device</th><th>kind</th><th>last reading</th><th>link</th><th title="reconnects">reconn.</th>
       <th>RSSI</th><th>poll</th><th>errors</th><th title="10-minute windows without a reading, last 24 h">gaps 24 h</th><th>last error</th></tr></thead><tbody>${rows || `<tr><td colspan="10" class="muted">no device yet</td></tr>`}</tbody></table></section>`;
@@ -430,6 +473,8 @@ async function checkStorage() {
   try {
     const body = await (await fetch("/api/health")).json();
     app.storage = body.storage;
+    if (body.disk) app.disk = body.disk;
+    if (body.backup) app.backup = body.backup;
     const gaps = await fetch("/api/gaps");
     app.gaps = gaps.ok ? (await gaps.json()).devices : {};
   } catch {

@@ -303,6 +303,45 @@ def test_the_display_serves_every_page_and_streams_every_device(host: Any) -> No
     assert refused.stdout.strip() == "405", "the display changes nothing"
 
 
+def test_the_nightly_backup_reaches_the_stick_and_verifies(host: Any) -> None:
+    """Issue 28: the backup role's service, confined as played, backs up InfluxDB and the
+    configuration to the "USB stick" found by its label; the generation verifies against
+    the storage layout, and the display reports it."""
+    with host.sudo():
+        assert host.service("sunbox-backup.timer").is_enabled
+        assert "LABEL=SUNBOX-BKP /media/sunbox-backup auto nofail,noauto" in host.file("/etc/fstab").content_string
+        assert oct(host.file("/etc/sunbox/backup-influx-token").mode) == "0o600"
+        started = time.monotonic()
+        run = host.run("systemctl start sunbox-backup.service")
+        took = time.monotonic() - started
+        assert run.rc == 0, run.stderr + host.run("journalctl -u sunbox-backup --no-pager -n 30").stdout
+        state = json.loads(host.file("/var/lib/sunbox-backup/state.json").content_string)
+        assert state["ok"], state
+        generation = state["last_success"]["path"]
+        assert generation.startswith("/media/sunbox-backup/sunbox-"), generation
+        check = host.run(f"/opt/sunbox/venv/bin/sunbox backup verify {generation} --layout /etc/sunbox/storage.yaml")
+        assert check.rc == 0, check.stderr
+        assert host.file(generation).mode == 0o700
+    print(
+        f"backup on the virtual Pi: {state['last_success']['size_bytes'] / 1e6:.1f} MB, "
+        f"{state['duration_s']} s in the service, {took:.0f} s for systemctl start"
+    )
+    shown = json.loads(host.check_output("curl -fsS http://localhost:8080/api/health"))["backup"]
+    deadline = time.monotonic() + 60  # the display looks every 30 s
+    while shown["status"] != "ok" and time.monotonic() < deadline:
+        time.sleep(5)
+        shown = json.loads(host.check_output("curl -fsS http://localhost:8080/api/health"))["backup"]
+    assert shown["status"] == "ok" and shown["size_bytes"] == state["last_success"]["size_bytes"], shown
+
+
+def test_the_display_sees_the_card_writable_through_its_confinement(host: Any) -> None:
+    """Issue 28: under ProtectSystem=strict the display sees / read-only; the card's state
+    comes from the superblock, so a healthy card is "ok", with its real size."""
+    card = json.loads(host.check_output("curl -fsS http://localhost:8080/api/health"))["disk"]
+    assert card["status"] in ("ok", "low") and card["fs_type"] == "ext4", card
+    assert card["mount_point"] == "/" and card["total_bytes"] > 1e9 and card["free_bytes"] > 0, card
+
+
 def test_discovery_play_lists_what_the_pi_hears(tmp_path: Path) -> None:
     """`./play.sh discover` (playbooks/discover.yml) against the guest's real BlueZ.
 

@@ -68,6 +68,12 @@ class Tier(Strict):
     every: Duration
     retention: Duration
     bucket: str | None = None
+    #: How often the tier's task runs (None: every window, ``every``). Each run fills every
+    #: complete window since the tier's newest, so a longer interval writes the same points,
+    #: only later: the tier lags the clock by up to ``run_every`` + ``every``. Each run is
+    #: several synced writes on the SD card (the run's record, the tier's points), so the
+    #: default layout runs the fine tiers less often than their window (issue 28).
+    run_every: Duration | None = None
     #: InfluxDB shard group duration of the tier's bucket (None: InfluxDB's default, 7 d
     #: for retentions over 6 months). Each shard carries its own index, so a 10-year
     #: bucket in 7-day shards spends more on 522 indexes than on its data; retention
@@ -86,13 +92,20 @@ class Tier(Strict):
             raise ValueError("shard_group must lie between every and retention")
         if self.bucket is not None and not _BUCKET.match(self.bucket):
             raise ValueError(f"bucket {self.bucket!r} is not a valid bucket name")
+        if self.run_every is not None and (self.run_every % self.every or 86400 % self.run_every):
+            raise ValueError("run_every must be a multiple of every and divide a day evenly")
         return self
+
+    @property
+    def run_every_s(self) -> int:
+        """Seconds between two runs of the tier's task."""
+        return self.run_every if self.run_every is not None else self.every
 
 
 DEFAULT_TIERS = (
-    Tier(name="2m", every=120, retention=7 * 86400, shard_group=86400),
-    Tier(name="5m", every=300, retention=31 * 86400, shard_group=7 * 86400),
-    Tier(name="30m", every=1800, retention=366 * 86400, shard_group=28 * 86400),
+    Tier(name="2m", every=120, retention=7 * 86400, shard_group=86400, run_every=600),
+    Tier(name="5m", every=300, retention=31 * 86400, shard_group=7 * 86400, run_every=1800),
+    Tier(name="30m", every=1800, retention=366 * 86400, shard_group=28 * 86400, run_every=7200),
     Tier(name="2h", every=7200, retention=3660 * 86400, shard_group=364 * 86400),
 )
 
@@ -106,8 +119,11 @@ class StorageLayout(Strict):
     raw_retention: Duration = 24 * 3600
     #: shard group duration of the raw bucket: InfluxDB deletes whole shard groups once
     #: their end is older than the retention, so raw still holds every shard group that
-    #: ends within ``raw_retention`` (source: InfluxDB 2 docs, "Data retention")
-    raw_shard_group: Duration = 3600
+    #: ends within ``raw_retention`` (source: InfluxDB 2 docs, "Data retention"). A day:
+    #: each new shard group is a new WAL, index and TSM set on the card and the old one's
+    #: cold compaction, which hourly groups paid 24 times a day (issue 28); raw then holds
+    #: between one and two days.
+    raw_shard_group: Duration = 86400
     #: longest downtime after which every tier still catches up completely
     catchup: Duration = 23 * 3600
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
@@ -125,6 +141,9 @@ class StorageLayout(Strict):
             )
         if self.raw_retention % self.raw_shard_group:
             raise ValueError("raw_retention must be a multiple of raw_shard_group")
+        slowest = max(t.run_every_s for t in self.tiers)
+        if slowest + max(t.every for t in self.tiers) > self.catchup:
+            raise ValueError("catchup must cover the longest run_every plus the widest tier window")
         names = [t.name for t in self.tiers]
         buckets = [self.bucket_of(t) for t in self.tiers] + [self.raw_bucket]
         if len(set(names)) != len(names) or len(set(buckets)) != len(buckets):
@@ -181,6 +200,7 @@ def render_task(layout: StorageLayout, tier: Tier, template: str) -> str:
     return Template(code.strip() + "\n").substitute(
         task_name=layout.task_name(tier),
         every=flux_duration(tier.every),
+        run_every=flux_duration(tier.run_every_s),
         source_bucket=layout.raw_bucket,
         destination_bucket=layout.bucket_of(tier),
         catchup=flux_duration(layout.catchup),

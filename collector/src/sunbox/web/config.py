@@ -61,6 +61,17 @@ class WebConfig(Strict):
     #: the account whose browser on the Pi itself may beat ``/api/heartbeat`` (the
     #: kiosk's); a beat from any other local process is refused
     kiosk_user: Annotated[str, Field(min_length=1, max_length=32)] = "sunbox-kiosk"
+    #: a path on the filesystem that holds the history (InfluxDB's data): when its card
+    #: turns read-only or fills up, every page says so (``sunbox.disk``)
+    disk_path: Annotated[str, Field(pattern=r"^/")] = "/var/lib/influxdb"
+    #: below this much free space the card is shown as nearly full, MB
+    disk_low_free_mb: Annotated[int, Field(ge=0)] = 1024
+    #: how often the card (and the backup's state) is looked at, seconds
+    disk_check_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: the nightly backup's last result (``sunbox backup``); absent = backups not set up
+    backup_state_file: Path | None = Path("/var/lib/sunbox-backup/state.json")
+    #: a last good backup older than this is an alarm, hours
+    backup_max_age_h: Annotated[float, Field(gt=0)] = 48.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

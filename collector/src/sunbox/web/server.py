@@ -5,8 +5,11 @@ Routes (every one is GET; nothing changes anything):
 * ``/`` — the single-page app (Now, History, Cells, Health), ``/static/*`` its assets,
   all served from the Pi: no CDN, no web font.
 * ``/api/health`` — ``{"ok": true, "broker": {...}, "storage": bool, "devices": n,
-  "kiosk_heartbeat_age_s": s | null}``; the kiosk waits for it, and its watchdog
-  restarts the browser when the page on the Pi itself stops beating.
+  "kiosk_heartbeat_age_s": s | null, "disk": {...}}``; the kiosk waits for it, and its
+  watchdog restarts the browser when the page on the Pi itself stops beating. ``disk``
+  is the card holding the history (:class:`sunbox.disk.DiskState`: ``status`` ok, low,
+  full, read-only or unknown, free and total bytes), looked at every ``disk_check_s``;
+  ``backup`` the nightly backup's last result (:func:`sunbox.backup.state.summary`).
 * ``/api/heartbeat`` — 204; the page on the Pi itself calls it every 15 s. Only the
   kiosk's browser may beat: a loopback connection owned by ``kiosk_user``
   (:mod:`sunbox.web.peer`); anyone else gets 403, so no local process can hide a hung
@@ -14,7 +17,8 @@ Routes (every one is GET; nothing changes anything):
   which the browser's own endpoints (DevTools) would not show.
 * ``/api/state`` — every device's latest reading, health and availability.
 * ``/api/live`` — WebSocket: a ``snapshot`` message at once, then one ``device``
-  message per reading as it arrives, and ``broker``/``collector`` messages on changes.
+  message per reading as it arrives, and ``broker``/``collector``/``disk``/``backup``
+  messages on changes (``disk`` and ``backup`` when their status changes).
 * ``/api/history?quantity=soc&range=24h[&device=id]`` (or ``start``/``stop`` in Unix
   seconds), ``/api/energy?period=days|months`` and ``/api/gaps`` (10-minute windows of
   the last 24 h without a reading, per device) — from InfluxDB with the read-only
@@ -48,7 +52,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from sunbox import systemd
+from sunbox import disk, systemd
+from sunbox.backup.state import read_summary
 
 from .config import WebConfig
 from .feed import Feed
@@ -95,6 +100,35 @@ class WebApp:
         #: time.monotonic() of the last heartbeat from the kiosk's browser
         self.kiosk_heartbeat: float | None = None
         self.policy = OriginPolicy.build(sockets.gethostname(), config.allowed_hosts, config.allowed_origins)
+        self.disk = disk.DiskState("unknown", config.disk_path, error="not looked at yet")
+        self.backup: dict[str, Any] = {"configured": False, "status": "none"}
+
+    async def watch_disk(self, stop: asyncio.Event) -> None:
+        """Look at the card and the last backup every ``disk_check_s`` until ``stop``; a
+        change of status is logged and sent to every page (in a thread: a dying card may
+        block)."""
+        low = self.config.disk_low_free_mb * 1_000_000
+        max_age_s = self.config.backup_max_age_h * 3600
+        while not stop.is_set():
+            backup = await asyncio.to_thread(read_summary, self.config.backup_state_file, now_ms(), max_age_s)
+            if backup["status"] != self.backup["status"]:
+                LOG.log(
+                    logging.WARNING if backup["status"] in ("overdue", "unknown") else logging.INFO,
+                    "backup: %s (%s)",
+                    backup["status"],
+                    backup.get("error") or backup.get("age_s"),
+                )
+                self.broadcast({"type": "backup", "backup": backup, "server_time_ms": now_ms()})
+            self.backup = backup
+            state = await asyncio.to_thread(disk.read_state, self.config.disk_path, low)
+            if state.status != self.disk.status:
+                level = logging.INFO if state.status == "ok" else logging.WARNING
+                why = state.error or f"{state.free_bytes} bytes free"
+                LOG.log(level, "the card holding %s: %s (%s)", state.path, state.status, why)
+                self.broadcast({"type": "disk", "disk": state.to_dict(), "server_time_ms": now_ms()})
+            self.disk = state
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.disk_check_s)
 
     # --- feed callbacks (on the event loop) ------------------------------------------
 
@@ -131,6 +165,8 @@ class WebApp:
             "stale_after_s": self.config.stale_after_s,
             "dead_after_s": self.config.dead_after_s,
             "storage": self.history is not None,
+            "disk": self.disk.to_dict(),
+            "backup": self.backup,
         }
 
     # --- handlers --------------------------------------------------------------------
@@ -148,6 +184,8 @@ class WebApp:
                 "storage": storage,
                 "devices": len(self.live.devices),
                 "kiosk_heartbeat_age_s": age,
+                "disk": self.disk.to_dict(),
+                "backup": self.backup,
             }
         )
 
@@ -304,6 +342,7 @@ async def serve(config: WebConfig, stop: asyncio.Event, ready: Callable[[int], N
     app = WebApp(config, history)
     feed = Feed(config.mqtt, asyncio.get_running_loop(), app.on_message, app.on_status)
     feed.start()
+    watcher = asyncio.create_task(app.watch_disk(stop))
     runner = web.AppRunner(app.application(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port)
@@ -319,6 +358,7 @@ async def serve(config: WebConfig, stop: asyncio.Event, ready: Callable[[int], N
     finally:
         systemd.notify("STOPPING=1")
         pings.cancel()
+        watcher.cancel()
         for socket in list(app.sockets):
             await socket.close()
         await runner.cleanup()
