@@ -29,11 +29,11 @@ from bleak_retry_connector import (
 
 from sunbox.aio import raise_if_cancelled, within
 from sunbox.config import BleConfig, DeviceConfig
-from sunbox.drivers.base import AuthenticationError, Driver
 from sunbox.model import Health, Reading, now_ms
 from sunbox.protocols.errors import FrameError
 
 from .adapter import AdapterSupervisor, Backoff
+from .device import AuthenticationError, DeviceProtocol
 from .gatt import GattLink, LinkTimeout
 from .scanner import Scanner
 
@@ -57,7 +57,7 @@ class DeviceLink:
     def __init__(
         self,
         device: DeviceConfig,
-        driver: Driver,
+        driver: DeviceProtocol,
         ble: BleConfig,
         scanner: Scanner,
         supervisor: AdapterSupervisor,

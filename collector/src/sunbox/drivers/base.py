@@ -12,21 +12,17 @@ from typing import Any, ClassVar
 
 from bleak import BleakClient
 
+from sunbox.ble.device import AuthenticationError, PairingRequired
 from sunbox.ble.gatt import GattLink
 from sunbox.config import DeviceConfig
 from sunbox.model import Kind
 
-
-class AuthenticationError(Exception):
-    """The device refused our credentials (wrong password or passkey)."""
-
-
-class PairingRequired(AuthenticationError):
-    """The device echoes requests: it needs BLE passkey pairing first (newer JBD firmware)."""
+__all__ = ["AuthenticationError", "Driver", "PairingRequired"]
 
 
 class Driver(ABC):
-    """One device family. Subclasses set the class attributes and the two coroutines."""
+    """One device family (it implements :class:`sunbox.ble.device.DeviceProtocol`).
+    Subclasses set the class attributes and the two coroutines."""
 
     name: ClassVar[str]
     kind: ClassVar[Kind]
