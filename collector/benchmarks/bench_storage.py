@@ -6,9 +6,13 @@ Reports:
 2. the duration of one task run per tier: catching up 23 h, and a normal run;
 3. disk used by 10 years of 3 devices at tier resolution (written synthetically, then
    snapshotted and compacted by InfluxDB);
-4. query time of a 10-year dashboard range against the 2 h tier.
+4. query time of a 10-year dashboard range against the 2 h tier;
+5. ``backup``: size and duration of ``sunbox backup``'s generation (InfluxDB's backup
+   API, checksums, verification) and of its restore into a fresh InfluxDB, after the
+   24 h of raw readings and again after the 10 years of tiers, with every bucket's point
+   count compared (issue 28).
 
-Run: ``.venv/bin/python collector/benchmarks/bench_storage.py [writer] [tasks] [disk]``
+Run: ``.venv/bin/python collector/benchmarks/bench_storage.py [writer] [tasks] [disk] [backup]``
 """
 
 from __future__ import annotations
@@ -261,6 +265,54 @@ def bench_disk_and_query(influx: InfluxDB, lay: layout.StorageLayout, workdir: P
         print(f"query 10 years ({label}, 5 d windows for ~730 px): median {statistics.median(times) * 1000:.0f} ms")
 
 
+def _counts(influx: InfluxDB, token: str, org: str, buckets: list[str]) -> dict[str, int]:
+    with InfluxDBClient(url=influx.url, token=token, org=org, timeout=600_000) as client:
+        out = {}
+        for bucket in buckets:
+            tables = client.query_api().query(f'from(bucket: "{bucket}") |> range(start: -4000d) |> group() |> count()')
+            out[bucket] = sum(int(r.get_value()) for t in tables for r in t.records)
+        return out
+
+
+def bench_backup(influx: InfluxDB, layouts: list[layout.StorageLayout], work: Path, label: str) -> None:
+    """One generation of the whole server, verified, then restored into a fresh InfluxDB."""
+    from sunbox.backup import config as backup_config
+    from sunbox.backup import generations
+
+    target = work / f"backup-{label}"
+    target.mkdir()
+    token_file = work / "operator-token"
+    token_file.write_text(influx.token)
+    cfg = backup_config.BackupConfig.model_validate(
+        {
+            "influx": {"url": influx.url, "token_file": str(token_file)},
+            "target": str(target),
+            "require_mount": False,
+            "include": [],
+            "layout": None,
+            "state_file": str(work / "state.json"),
+        }
+    )
+    buckets = {lay.org: list(lay.buckets()) for lay in layouts}
+    before = {org: _counts(influx, influx.token, org, names) for org, names in buckets.items()}
+    started = time.monotonic()
+    generation = generations.make(cfg, [])
+    took = time.monotonic() - started
+    print(f"backup ({label}): {generation.size_bytes / 1e6:.1f} MB in {took:.1f} s (made, synced, verified)")
+    fresh = InfluxDB("influxd", free_port(), work / f"fresh-{label}")
+    fresh.start()
+    try:
+        started = time.monotonic()
+        token = generations.restore(generation.path, fresh.url, fresh.token, work / f"root-{label}", [])
+        took = time.monotonic() - started
+        after = {org: _counts(fresh, token, org, names) for org, names in buckets.items()}
+        same = "every bucket's points equal" if after == before else f"DIFFERENT: {before} -> {after}"
+        print(f"restore ({label}): {took:.1f} s into a fresh InfluxDB; {same}")
+        print(f"backup ({label}): points per bucket {json.dumps(before)}")
+    finally:
+        fresh.stop()
+
+
 def main() -> None:
     # let InfluxDB snapshot and compact quickly, so the disk figure is the settled one
     os.environ["INFLUXD_STORAGE_CACHE_SNAPSHOT_WRITE_COLD_DURATION"] = "10s"
@@ -271,17 +323,21 @@ def main() -> None:
     broker.start()
     influx.start()
     try:
-        parts = sys.argv[1:] or ["writer", "tasks", "disk"]
+        parts = sys.argv[1:] or ["writer", "tasks", "disk", "backup"]
         lay = layout.parse({"org": "sunbox"})
         result = influx_setup.apply(influx.url, influx.token, lay, layout.find_template().read_text())
-        if "writer" in parts or "tasks" in parts:
+        if "writer" in parts or "tasks" in parts or "backup" in parts:
             bench_writer(broker, influx, result.tokens["writer"], lay)
         if "tasks" in parts:
             bench_tasks(influx, lay)
-        if "disk" in parts:
+        if "backup" in parts:
+            bench_backup(influx, [lay], work, "24 h of raw readings")
+        if "disk" in parts or "backup" in parts:
             disk = layout.parse({"org": "disk"})
             influx_setup.apply(influx.url, influx.token, disk, layout.find_template().read_text())
             bench_disk_and_query(influx, disk, work / "influx")
+            if "backup" in parts:
+                bench_backup(influx, [lay, disk], work, "24 h raw + 10 years of tiers")
     finally:
         influx.stop()
         broker.stop()

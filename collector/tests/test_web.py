@@ -164,6 +164,27 @@ def test_history_reads_raw_and_every_tier_with_bounded_points(web: WebServer, na
         )
 
 
+def test_a_tier_range_reads_its_newest_windows_from_raw(web: WebServer) -> None:
+    """The 2-minute tier is written every 10 minutes (run_every): a 24 h chart still
+    reaches now, its last windows read from raw (issue 28)."""
+    body = requests.get(f"{web.url}/api/history?quantity=soc&range=24h", timeout=60).json()
+    now = time.time()
+    assert body["bucket"] == "sunbox_2m" and body["raw_from"] is not None
+    assert now - 720 - body["window_s"] <= body["raw_from"] <= now - 720
+    for series in body["series"]:
+        assert series["t"][-1] >= now - 2 * body["window_s"], "the chart ends at now"
+        assert any(t > body["raw_from"] for t in series["t"]) and any(t < body["raw_from"] for t in series["t"])
+    assert requests.get(f"{web.url}/api/history?quantity=soc&range=1h", timeout=60).json()["raw_from"] is None
+
+
+def test_every_tier_lag_in_the_rule_matches_the_default_layout() -> None:
+    lay = layout.parse(None)
+    tiers = {lay.bucket_of(t): t for t in lay.tiers}
+    for step in pick.RULE[1:]:
+        tier = tiers[step.bucket]
+        assert step.window_s == tier.every and step.lag_s == tier.run_every_s + tier.every, step
+
+
 def test_history_negates_battery_power_and_keeps_the_band_in_order(web: WebServer, influxdb: InfluxDB) -> None:
     from influxdb_client import InfluxDBClient, WritePrecision
     from influxdb_client.client.write_api import SYNCHRONOUS

@@ -311,9 +311,11 @@ def test_the_nightly_backup_reaches_the_stick_and_verifies(host: Any) -> None:
         assert host.service("sunbox-backup.timer").is_enabled
         assert "LABEL=SUNBOX-BKP /media/sunbox-backup auto nofail,noauto" in host.file("/etc/fstab").content_string
         assert oct(host.file("/etc/sunbox/backup-influx-token").mode) == "0o600"
+        before = _sample_writes(host)
         started = time.monotonic()
         run = host.run("systemctl start sunbox-backup.service")
         took = time.monotonic() - started
+        after = _sample_writes(host)
         assert run.rc == 0, run.stderr + host.run("journalctl -u sunbox-backup --no-pager -n 30").stdout
         state = json.loads(host.file("/var/lib/sunbox-backup/state.json").content_string)
         assert state["ok"], state
@@ -324,7 +326,8 @@ def test_the_nightly_backup_reaches_the_stick_and_verifies(host: Any) -> None:
         assert host.file(generation).mode == 0o700
     print(
         f"backup on the virtual Pi: {state['last_success']['size_bytes'] / 1e6:.1f} MB, "
-        f"{state['duration_s']} s in the service, {took:.0f} s for systemctl start"
+        f"{state['duration_s']} s in the service, {took:.0f} s for systemctl start; the SD card "
+        f"took {(after['disk']['bytes'] - before['disk']['bytes']) / 1000:.0f} kB meanwhile (every service)"
     )
     shown = json.loads(host.check_output("curl -fsS http://localhost:8080/api/health"))["backup"]
     deadline = time.monotonic() + 60  # the display looks every 30 s

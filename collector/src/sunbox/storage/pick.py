@@ -28,6 +28,9 @@ class Step:
     window_s: int
     max_age_s: int | None
     max_span_s: int | None
+    #: how far the bucket may lag behind now: its task's ``run_every`` plus one window
+    #: (0 for raw); ``sunbox web`` reads the last ``lag_s`` of a range from raw instead
+    lag_s: int = 0
 
 
 HOUR = 3600
@@ -36,10 +39,10 @@ DAY = 86_400
 #: The rule, first match wins. ``window_s`` is the bucket's resolution (raw: 0).
 RULE: tuple[Step, ...] = (
     Step("sunbox_raw", 0, 24 * HOUR, 6 * HOUR),
-    Step("sunbox_2m", 120, 7 * DAY, 2 * DAY),
-    Step("sunbox_5m", 300, 31 * DAY, 14 * DAY),
-    Step("sunbox_30m", 1800, 366 * DAY, None),
-    Step("sunbox_2h", 7200, None, None),
+    Step("sunbox_2m", 120, 7 * DAY, 2 * DAY, lag_s=600 + 120),
+    Step("sunbox_5m", 300, 31 * DAY, 14 * DAY, lag_s=1800 + 300),
+    Step("sunbox_30m", 1800, 366 * DAY, None, lag_s=7200 + 1800),
+    Step("sunbox_2h", 7200, None, None, lag_s=7200 + 7200),
 )
 
 

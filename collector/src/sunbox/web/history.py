@@ -96,30 +96,52 @@ def _time(seconds: float) -> str:
 
 
 def series_flux(
-    quantity: Quantity, bucket: str, start_s: float, stop_s: float, every_s: int, device: str | None
+    quantity: Quantity,
+    bucket: str,
+    start_s: float,
+    stop_s: float,
+    every_s: int,
+    device: str | None,
+    tail_s: float | None = None,
 ) -> str:
     """Mean, min and max per window of one quantity, per device (pure; inputs already checked).
 
     Each of the three is a whole ``from |> range |> filter |> aggregateWindow`` chain, so
     InfluxDB pushes the range, the filter and the window aggregate down to storage (a
     shared ``data`` variable would make it read every field of the measurement).
+
+    With ``tail_s`` (a window boundary between start and stop), a tier is read up to it
+    and the raw bucket from it on, with the same windows: the tier's task has not written
+    its newest windows yet (:attr:`sunbox.storage.pick.Step.lag_s`).
     """
-    raw = bucket == pick.RULE[0].bucket
-    low, high = (quantity.field, quantity.field) if raw else (f"{quantity.field}_min", f"{quantity.field}_max")
+    raw_bucket = pick.RULE[0].bucket
     device_test = f' and r.device == "{device}"' if device else ""
-    parts = []
-    for name, field, fn in (("mean", quantity.field, "mean"), ("min", low, "min"), ("max", high, "max")):
-        parts.append(
-            f"""series_{name} = from(bucket: "{bucket}")
-    |> range(start: {_time(start_s)}, stop: {_time(stop_s)})
+
+    def chains(source: str, start: float, stop: float, suffix: str) -> list[tuple[str, str]]:
+        raw = source == raw_bucket
+        low, high = (quantity.field, quantity.field) if raw else (f"{quantity.field}_min", f"{quantity.field}_max")
+        out = []
+        for name, field, fn in (("mean", quantity.field, "mean"), ("min", low, "min"), ("max", high, "max")):
+            out.append(
+                (
+                    f"series_{name}{suffix}",
+                    f"""series_{name}{suffix} = from(bucket: "{source}")
+    |> range(start: {_time(start)}, stop: {_time(stop)})
     |> filter(fn: (r) => r._measurement == "{quantity.measurement}" and r._field == "{field}"{device_test})
     |> aggregateWindow(every: {every_s}s, fn: {fn}, createEmpty: false)
-    |> set(key: "_field", value: "{name}")"""
-        )
+    |> set(key: "_field", value: "{name}")""",
+                )
+            )
+        return out
+
+    parts = chains(bucket, start_s, stop_s if tail_s is None else tail_s, "")
+    if tail_s is not None and bucket != raw_bucket:
+        parts += chains(raw_bucket, tail_s, stop_s, "_tail")
+    names = ", ".join(name for name, _ in parts)
     return (
-        "\n".join(parts)
-        + """
-union(tables: [series_mean, series_min, series_max])
+        "\n".join(text for _, text in parts)
+        + f"""
+union(tables: [{names}])
     |> keep(columns: ["_time", "_value", "_field", "device"])
 """
     )
@@ -291,7 +313,10 @@ class History:
             raise HistoryError("device: is not a device id")
         step = pick.pick(start_s, stop_s, now_s)
         every = window_for(step, stop_s - start_s, self.max_points)
-        rows = await self._query(series_flux(quantity, step.bucket, start_s, stop_s, every, device))
+        # a tier's newest windows are not written yet: the end of the range from raw
+        boundary = (now_s - step.lag_s) // every * every
+        tail = boundary if step.lag_s and start_s < boundary < stop_s else None
+        rows = await self._query(series_flux(quantity, step.bucket, start_s, stop_s, every, device, tail))
         by_device: dict[str, dict[str, dict[float, float]]] = {}
         for row in rows:
             if not row.get("_value"):
@@ -321,6 +346,7 @@ class History:
             "unit": quantity.unit,
             "bucket": step.bucket,
             "window_s": every,
+            "raw_from": tail,
             "start": start_s,
             "stop": stop_s,
             "series": series,
