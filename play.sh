@@ -9,8 +9,12 @@ usage() {
 Usage:
   ./play.sh -i inventories/<site>/hosts.yml [ansible-playbook options]
   ./play.sh discover -i inventories/<site>/hosts.yml   (list the devices each Pi hears)
+  ./play.sh restore -i inventories/<site>/hosts.yml [-e sunbox_restore_from=NAME]
+                                   (a new card back from the newest backup, docs/backup.md)
   ./play.sh virtual-pi [--release trixie|bookworm] [--soak S] [--cuts N] [--writes S] [molecule command]
                                    (default: trixie, test; soak 120 s, 1 power cut)
+  ./play.sh virtual-pi --restore [--release-from bookworm]
+                                   (a VM backed up, a fresh trixie VM restored from its stick)
   ./play.sh lint
   ./play.sh prepare                              (only make the PC's environment, .play-venv)
   ./play.sh vault create|edit|view FILE          (ansible-vault from the pinned environment)
@@ -97,6 +101,14 @@ case "${1:-}" in
     ;;
   virtual-pi)
     shift
+    if [ "${1:-}" = --restore ]; then
+      # the owner's way back on a new card, two VMs end to end (tools/vpi/restore_check.py,
+      # docs/backup.md); --release-from bookworm: the upgrade path from a bookworm card
+      shift
+      ensure_venv virtual-pi
+      cd "$root"
+      exec "$venv/bin/python" tools/vpi/restore_check.py "$@"
+    fi
     while [ "${1:-}" = --soak ] || [ "${1:-}" = --cuts ] || [ "${1:-}" = --release ] || [ "${1:-}" = --writes ]; do
       # --soak: the memory benchmark: services run this many seconds before the restart
       # check and the RSS report (the test command's default is 120); --cuts: how many
@@ -130,6 +142,9 @@ playbook=playbooks/site.yml
 if [ "${1:-}" = discover ]; then
   shift
   playbook=playbooks/discover.yml
+elif [ "${1:-}" = restore ]; then
+  shift
+  playbook=playbooks/restore.yml
 fi
 inventory=""
 args=("$@")

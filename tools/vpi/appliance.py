@@ -470,11 +470,16 @@ def up(state: Path) -> int:
     overlay.unlink(missing_ok=True)
     vpi.sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", disk, "-F", "raw", overlay)
     # the owner's USB stick for the nightly backups (the backup role finds it by its
-    # label): an empty ext4 image, a new one with each VM
+    # label): an empty ext4 image, a new one with each VM, or SUNBOX_VPI_STICK's (the
+    # restore check plugs the first VM's stick into a fresh one)
     stick = state / "stick.img"
     stick.unlink(missing_ok=True)
-    vpi.sh("truncate", "-s", f"{STICK_MB}M", stick)
-    vpi.sh("mkfs.ext4", "-q", "-F", "-L", STICK_LABEL, stick)
+    kept = os.environ.get("SUNBOX_VPI_STICK")
+    if kept:
+        shutil.copyfile(kept, stick)
+    else:
+        vpi.sh("truncate", "-s", f"{STICK_MB}M", stick)
+        vpi.sh("mkfs.ext4", "-q", "-F", "-L", STICK_LABEL, stick)
     repo_port = serve(repo, state / "apt-repo.pid", state / "apt-repo.log")
     wheels_port = serve(build_wheelhouse(name), state / "wheels.pid", state / "wheels.log")
     ssh_port = free_port()
