@@ -58,18 +58,23 @@ async def _fail(what: str, response: aiohttp.ClientResponse) -> InfluxBackupErro
     return InfluxBackupError(f"{what}: HTTP {response.status}: {text}")
 
 
-async def _save(stream: aiohttp.StreamReader, path: Path, gzipped: bool) -> int:
-    """Write a body to ``path`` gzip-compressed (compressing it if the server did not);
-    the bytes written."""
+async def _save(chunks: AsyncIterator[bytes], path: Path, gzipped: bool) -> int:
+    """Write a body to ``path`` gzip-compressed (compressing it unless it already is); the
+    bytes written."""
     with path.open("wb") as raw:
         out: Any = raw if gzipped else gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)
         try:
-            async for chunk in stream.iter_chunked(CHUNK):
+            async for chunk in chunks:
                 out.write(chunk)
         finally:
             if out is not raw:
                 out.close()
         return raw.tell()
+
+
+async def _part_chunks(part: aiohttp.BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(CHUNK):
+        yield chunk
 
 
 async def backup(url: str, token: str, directory: Path, base: str, timeout_s: float = 600) -> dict[str, Any]:
@@ -97,7 +102,7 @@ async def backup(url: str, token: str, directory: Path, base: str, timeout_s: fl
                 name = part.name
                 if name in ("kv", "sql"):
                     file_name = f"{base}.{'bolt' if name == 'kv' else 'sqlite'}.gz"
-                    size = await _save_part(part, directory / file_name)
+                    size = await _save(_part_chunks(part), directory / file_name, gzipped=False)
                     manifest[name] = {"fileName": file_name, "size": size, "compression": GZIP}
                 elif name == "buckets":
                     buckets = json.loads(bytes(await part.read()))
@@ -119,14 +124,6 @@ async def backup(url: str, token: str, directory: Path, base: str, timeout_s: fl
     return manifest
 
 
-async def _save_part(part: aiohttp.BodyPartReader, path: Path) -> int:
-    with path.open("wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out:
-            while chunk := await part.read_chunk(CHUNK):
-                out.write(chunk)
-        return raw.tell()
-
-
 async def _backup_shard(
     session: aiohttp.ClientSession, url: str, directory: Path, base: str, shard_id: int
 ) -> dict[str, Any] | None:
@@ -136,7 +133,8 @@ async def _backup_shard(
         if response.status != 200:
             raise await _fail(f"backup of shard {shard_id}", response)
         file_name = f"{base}.{shard_id}.tar.gz"
-        size = await _save(response.content, directory / file_name, response.headers.get("Content-Encoding") == "gzip")
+        gzipped = response.headers.get("Content-Encoding") == "gzip"
+        size = await _save(response.content.iter_chunked(CHUNK), directory / file_name, gzipped)
     return {"fileName": file_name, "size": size, "compression": GZIP}
 
 
