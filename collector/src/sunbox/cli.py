@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="run the simulated devices (bumble)")
     sim.add_argument("--hci", default="tcp-server:127.0.0.1:9001", help="bumble transport for the central side")
+    sim.add_argument(
+        "--wedge-file",
+        type=Path,
+        default=None,
+        help="fault switch: while this file exists, connections to the addresses in it (one a line) wedge"
+        " the kernel's link as a controller that sends the legacy connection event does (sunbox.sim.controller)",
+    )
     sim.add_argument("--jbd-password", default=None, help="require this FF AA password")
     sim.add_argument("--jbd-passkey", type=int, default=None, help="require BLE passkey pairing")
     sim.add_argument(
@@ -147,6 +154,14 @@ async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None, inv
     return 0
 
 
+def wedged_addresses(path: Path) -> set[str]:
+    """The addresses listed in ``path`` (one a line; none when it is missing or unreadable)."""
+    try:
+        return {word.upper() for word in path.read_text().split()}
+    except OSError:
+        return set()
+
+
 async def _sim(args: argparse.Namespace) -> int:
     from sunbox.sim.peripherals import (
         JbdSimulator,
@@ -186,7 +201,10 @@ async def _sim(args: argparse.Namespace) -> int:
     await world.start()
     logging.getLogger("sunbox.sim").info("simulators advertising; central controller on %s", args.hci)
     try:
-        await asyncio.Event().wait()
+        while True:
+            if args.wedge_file is not None and world.host_controller is not None:
+                world.host_controller.wedged = wedged_addresses(args.wedge_file)
+            await asyncio.sleep(0.5)
     finally:
         await transport.close()
     return 0

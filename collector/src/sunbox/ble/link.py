@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bleak import BleakClient
-from bleak.exc import BleakError
+from bleak.exc import BleakCharacteristicNotFoundError, BleakError
 from bleak_retry_connector import (
     BleakClientWithServiceCache,
     close_stale_connections,
@@ -36,6 +36,7 @@ from .adapter import AdapterSupervisor, Backoff
 from .device import AuthenticationError, DeviceProtocol
 from .gatt import GattLink, LinkTimeout
 from .scanner import Scanner
+from .services_cache import forget_services
 
 LOG = logging.getLogger(__name__)
 
@@ -109,8 +110,15 @@ class DeviceLink:
             )
         self._client = client
         link = self.driver.make_link(client, self.ble.operation_timeout_s)
-        await link.start()
-        await within(self.driver.setup(link), self.ble.operation_timeout_s * 8)
+        try:
+            await link.start()
+            await within(self.driver.setup(link), self.ble.operation_timeout_s * 8)
+        except BleakCharacteristicNotFoundError:
+            # BlueZ can say ServicesResolved before it has exported every GATT object;
+            # bleak then caches the short list for every later connect (services_cache)
+            if self.client_backend is None and await forget_services(self.ble.adapter, self.device.address):
+                LOG.warning("%s: a characteristic was missing; cached services cleared", self.device.id)
+            raise
         return link
 
     async def _disconnect(self) -> None:

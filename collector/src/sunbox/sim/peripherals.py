@@ -32,6 +32,7 @@ from sunbox.aio import raise_if_cancelled
 from sunbox.protocols import jbd, litime
 from sunbox.protocols.errors import FrameError
 
+from .controller import HostController, open_vhci
 from .link import SimLink
 
 LOG = logging.getLogger(__name__)
@@ -354,7 +355,7 @@ class SimWorld:
         self.central_address = central_address
         self.keystore = keystore
         self.peripherals: list[SimPeripheral] = []
-        self.host_controller: Controller | None = None
+        self.host_controller: HostController | None = None
 
     def add(self, peripheral: SimPeripheral) -> SimPeripheral:
         self.peripherals.append(peripheral)
@@ -370,26 +371,33 @@ class SimWorld:
         """An in-process :class:`~sunbox.sim.bleak_backend.BumbleCentral` on this link."""
         from .bleak_backend import BumbleCentral
 
-        controller = Controller("central", link=self.link, public_address=self.central_address)
+        controller = HostController("central", link=self.link, public_address=self.central_address)
         self.host_controller = controller
         device = Device.with_hci("sunbox", hci.Address(self.central_address), controller, controller)
         central = BumbleCentral(device)
         await device.power_on()
         return central
 
-    async def serve(self, transport_spec: str) -> Any:
-        """Attach the central controller to a bumble transport (e.g. ``tcp-server:_:9001``
-        or ``vhci``) so a host in another process or the kernel drives it."""
+    async def serve(self, transport_spec: str, wedged: list[str] | None = None) -> Any:
+        """Attach the central controller to a bumble transport (e.g. ``tcp-server:_:9001``)
+        or to ``vhci[:<path>]`` (:func:`~sunbox.sim.controller.open_vhci`, which keeps
+        ``hci0`` while the kernel has it powered down) so a host in another process or
+        the kernel drives it. ``wedged``: peer addresses whose connections wedge the
+        kernel's link (:class:`~sunbox.sim.controller.HostController`)."""
         from bumble.transport import open_transport
 
-        transport = await open_transport(transport_spec)
-        self.host_controller = Controller(
+        if transport_spec == "vhci" or transport_spec.startswith("vhci:"):
+            transport = await open_vhci(transport_spec.partition(":")[2] or "/dev/vhci")
+        else:
+            transport = await open_transport(transport_spec)
+        self.host_controller = HostController(
             "central",
             host_source=transport.source,
             host_sink=transport.sink,
             link=self.link,
             public_address=self.central_address,
         )
+        self.host_controller.wedged.update(wedged or [])
         return transport
 
 
