@@ -55,6 +55,8 @@ PACKAGES = [
 ]
 #: Debian releases the virtual Pi is built from (Raspberry Pi OS trixie, and bookworm as Legacy)
 RELEASES = ("trixie", "bookworm")
+#: every device must publish again within this many seconds of the D-Bus power-cycle (issue 35)
+CYCLE_BACK_S = 5.0
 HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs"}
 
 
@@ -385,6 +387,10 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
         print(f"--- {name}: {phases[name]}")
         if not phases[name] or not phases[name]["all"]:
             problems.append(f"{name}: not every device published again: {phases[name]}")
+    back = phases.get("cycle-back") or {"seconds": {}}
+    slow = {d: s for d, s in back["seconds"].items() if s is not None and s > CYCLE_BACK_S}
+    if slow:
+        problems.append(f"after the power-cycle, devices back later than {CYCLE_BACK_S} s: {slow}")
     cycle = guest_file(disk, "/root/cycle.rc").strip()
     times = guest_file(disk, "/root/cycle.times").split()
     took = f"{float(times[1]) - float(times[0]):.2f} s" if len(times) == 2 else "?"

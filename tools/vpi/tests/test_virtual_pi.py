@@ -4,8 +4,11 @@ A Debian bookworm VM under qemu (tcg). There, the simulated devices reach the gu
 BlueZ through hci_vhci: a JBD with the FF AA password, a newer JBD and a SmartSolar that
 both need passkey pairing (through Sunbox's agent), a LiTime and an Instant Readout
 device. `sunbox run --once` must read all five, and their readings must
-reach the guest's Mosquitto. Needs root (debootstrap, chroot, mount); about 3 min cold,
-1 min with the cached image.
+reach the guest's Mosquitto. Then the collector runs as a daemon: every device must
+publish again after the adapter is power-cycled over D-Bus with live links (the
+collector's own escalation) and after a restart of the collector (bonded devices
+included), and no disconnect may hang. Needs root (debootstrap, chroot, mount); about
+4 min cold, 2 min with the cached image.
 """
 
 from __future__ import annotations
@@ -37,3 +40,8 @@ def test_collector_reads_every_device_through_real_bluez() -> None:
     assert result.returncode == 0, f"{tail}\n{result.stderr[-2000:]}"
     assert "read all 5 device(s)" in result.stdout
     assert "['advert', 'battery', 'mppt', 'paired', 'solar']" in result.stdout
+    assert "adapter power-cycle over D-Bus with live links: exit 0" in result.stdout
+    assert "'disconnect did not complete' warnings: 0" in result.stdout
+    for phase in ("daemon-start", "cycle-back", "restart"):
+        line = next(line for line in result.stdout.splitlines() if line.startswith(f"--- {phase}: "))
+        assert "'all': True" in line, line
