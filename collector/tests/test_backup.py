@@ -13,19 +13,22 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from influxdb_client import InfluxDBClient
+from paho.mqtt.enums import CallbackAPIVersion
 
 from sunbox.backup import generations
 from sunbox.backup import state as backup_state
 from sunbox.storage import layout
 from sunbox_stack import seed
-from sunbox_stack.servers import InfluxDB, free_port
+from sunbox_stack.servers import InfluxDB, Mosquitto, free_port
 
 from .mounts import tmpfs
 
@@ -234,3 +237,64 @@ def test_an_unreadable_state_file_is_unknown(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text("{not json")
     assert backup_state.read_summary(tmp_path / "state.json", 0)["status"] == "unknown"
     assert backup_state.read_summary(tmp_path / "absent.json", 0)["status"] == "none"
+
+
+def retained(server: Mosquitto, topic_filter: str, expect: int, timeout: float = 20.0) -> dict[str, Any]:
+    """The retained messages under ``topic_filter`` (JSON), once ``expect`` of them arrived."""
+    got: dict[str, Any] = {}
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}")
+    client.username_pw_set(server.username, server.password)
+    client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(topic_filter, 1)
+    client.on_message = lambda _c, _u, m: got.__setitem__(m.topic, json.loads(m.payload)) if m.retain else None
+    client.connect("127.0.0.1", server.port)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + timeout
+        while len(got) < expect and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got
+
+
+def test_each_run_is_published_retained_for_home_assistant(
+    source: InfluxDB, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    prefix, discovery = f"t{uuid.uuid4().hex[:6]}", f"ha{uuid.uuid4().hex[:6]}"
+    target = tmp_path / "stick"
+    target.mkdir()
+    broker = {
+        "host": "127.0.0.1",
+        "port": mosquitto.port,
+        "username": mosquitto.username,
+        "password": mosquitto.password,
+        "topic_prefix": prefix,
+        "discovery_prefix": discovery,
+    }
+    config = write_config(tmp_path / "pi", source, target, mqtt=broker)
+    assert sunbox("run", "-c", str(config)).returncode == 0
+    state = retained(mosquitto, f"{prefix}/backup/state", 1)[f"{prefix}/backup/state"]
+    assert state["ok"] is True and state["error"] is None and state["size_bytes"] > 100_000
+    assert state["last_success"].endswith("+00:00") and state["last_success"] <= state["time"]
+    configs = retained(mosquitto, f"{discovery}/#", 3)
+    assert sorted(configs) == [
+        f"{discovery}/binary_sensor/sunbox_backup/problem/config",
+        f"{discovery}/sensor/sunbox_backup/last_success/config",
+        f"{discovery}/sensor/sunbox_backup/size_bytes/config",
+    ]
+    stamp = configs[f"{discovery}/sensor/sunbox_backup/last_success/config"]
+    assert stamp["device_class"] == "timestamp" and stamp["state_topic"] == f"{prefix}/backup/state"
+    assert stamp["default_entity_id"] == "sensor.sunbox_backup_last_success"
+
+    # a failed run says so and keeps the last success
+    unplugged = write_config(tmp_path / "pi", source, target, mqtt=broker, require_mount=True)
+    assert sunbox("run", "-c", str(unplugged)).returncode == 1
+    failed = retained(mosquitto, f"{prefix}/backup/state", 1)[f"{prefix}/backup/state"]
+    assert failed["ok"] is False and "not a mount point" in failed["error"]
+    assert failed["last_success"] == state["last_success"] and failed["size_bytes"] == state["size_bytes"]
+
+    # a broker away never fails the backup
+    away = write_config(tmp_path / "pi", source, target, mqtt=broker | {"port": free_port()})
+    run = sunbox("run", "-c", str(away))
+    assert run.returncode == 0 and "backup state not published to MQTT" in run.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 import time
 from datetime import UTC, datetime
@@ -18,8 +19,8 @@ from typing import Any
 from sunbox.config import ConfigError, resolve_secret
 from sunbox.storage import layout as layout_mod
 
+from . import announce, generations
 from . import config as config_mod
-from . import generations
 
 LOG = logging.getLogger(__name__)
 
@@ -81,9 +82,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         generation = generations.make(cfg, _buckets(cfg.layout))
     except generations.BackupError as exc:
-        generations.record(cfg.state_file, None, str(exc)[:500], time.monotonic() - started)
+        _announce(cfg, generations.record(cfg.state_file, None, str(exc)[:500], time.monotonic() - started))
         raise
-    generations.record(cfg.state_file, generation, None, time.monotonic() - started)
+    _announce(cfg, generations.record(cfg.state_file, generation, None, time.monotonic() - started))
     when = datetime.fromtimestamp(generation.created_ms / 1000, UTC).isoformat(timespec="seconds")
     LOG.info(
         "backup %s: %d bytes in %.1f s, verified (%s)",
@@ -93,6 +94,11 @@ def _run(args: argparse.Namespace) -> int:
         when,
     )
     return 0
+
+
+def _announce(cfg: config_mod.BackupConfig, state: dict[str, Any]) -> None:
+    if cfg.mqtt is not None:
+        announce.publish(cfg.mqtt, socket.gethostname(), state)
 
 
 def _restore(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from sunbox.config import Strict, TokenConfig, read_yaml, validate
+from sunbox.config import BrokerConfig, Strict, TokenConfig, read_yaml, validate
 
 DEFAULT_PATH = Path("/etc/sunbox/backup.yaml")
 
@@ -23,6 +23,15 @@ class BackupInfluxConfig(TokenConfig):
     url: str = "http://localhost:8086"
     #: longest wait for one chunk of an answer, seconds
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 600.0
+
+
+class BackupMqttConfig(BrokerConfig):
+    """Where the last run's state is published (``sunbox/backup/state``, retained) and
+    announced to Home Assistant (sunbox.backup.announce)."""
+
+    client_id: str = "sunbox-backup"
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
 
 
 class BackupConfig(Strict):
@@ -48,6 +57,8 @@ class BackupConfig(Strict):
     layout: Path | None = Path("/etc/sunbox/storage.yaml")
     #: the last run's result (JSON), read by the display's Health page
     state_file: Path = Path("/var/lib/sunbox-backup/state.json")
+    #: publish each run's state on MQTT for Home Assistant; None = only the state file
+    mqtt: BackupMqttConfig | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
