@@ -313,10 +313,11 @@ def test_the_display_serves_every_page_and_streams_every_device(host: Any) -> No
     assert refused.stdout.strip() == "405", "the display changes nothing"
 
 
-def test_the_nightly_backup_reaches_the_stick_and_verifies(host: Any) -> None:
+def test_the_nightly_backup_reaches_the_stick_and_verifies(host: Any, secrets: dict[str, Any]) -> None:
     """Issue 28: the backup role's service, confined as played, backs up InfluxDB and the
     configuration to the "USB stick" found by its label; the generation verifies against
-    the storage layout, and the display reports it."""
+    the storage layout, the display reports it, and so does MQTT (retained, published as
+    the account sunbox-backup; its discovery messages are checked in test_backup.py)."""
     with host.sudo():
         assert host.service("sunbox-backup.timer").is_enabled
         assert "LABEL=SUNBOX-BKP /media/sunbox-backup auto nofail,noauto" in host.file("/etc/fstab").content_string
@@ -345,6 +346,13 @@ def test_the_nightly_backup_reaches_the_stick_and_verifies(host: Any) -> None:
         time.sleep(5)
         shown = json.loads(host.check_output("curl -fsS http://localhost:8080/api/health"))["backup"]
     assert shown["status"] == "ok" and shown["size_bytes"] == state["last_success"]["size_bytes"], shown
+    password = shlex.quote(secrets["sunbox_mqtt_collector_password"])
+    published = json.loads(
+        host.check_output(
+            f"mosquitto_sub -h localhost -u sunbox-collector -P {password} -t sunbox/backup/state -C 1 -W 10"
+        )
+    )
+    assert published["ok"] and published["size_bytes"] == state["last_success"]["size_bytes"], published
 
 
 def test_the_display_sees_the_card_writable_through_its_confinement(host: Any) -> None:
