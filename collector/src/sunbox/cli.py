@@ -57,6 +57,18 @@ def _parser() -> argparse.ArgumentParser:
 
     decode_cli.add_parser(sub)
 
+    recovery = sub.add_parser(
+        "adapter-recovery",
+        help="recover a Bluetooth adapter below BlueZ (privileged helper, CAP_NET_ADMIN)",
+    )
+    recovery_sub = recovery.add_subparsers(dest="recovery_command", required=True, metavar="{serve,run}")
+    serve = recovery_sub.add_parser("serve", help="answer the collector's requests (systemd socket activation)")
+    serve.add_argument("--socket", type=Path, default=None, help="listen here instead of on systemd's socket")
+    serve.add_argument("--group", default=None, help="with --socket: the group that may connect (mode 0660)")
+    once = recovery_sub.add_parser("run", help="run one rung now")
+    once.add_argument("adapter", help="hci0, hci1, ...")
+    once.add_argument("rung", choices=["mgmt", "rfkill"])
+
     sim = sub.add_parser("sim", help="run the simulated devices (bumble)")
     sim.add_argument("--hci", default="tcp-server:127.0.0.1:9001", help="bumble transport for the central side")
     sim.add_argument(
@@ -151,6 +163,33 @@ async def _scan(timeout: float, adapter: str, cfg: config_mod.Config | None, inv
         )
         return 1
     print(discovery.inventory(found) if inventory else discovery.table(found), end="")
+    return 0
+
+
+async def _adapter_recovery(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+    import socket
+
+    from sunbox.ble import kernel_recovery
+
+    if args.recovery_command == "run":
+        reply = await kernel_recovery.answer(json.dumps({"adapter": args.adapter, "rung": args.rung}).encode())
+        print(reply)
+        return 0 if reply["ok"] else 1
+    listener = kernel_recovery.listener_from_systemd()
+    if listener is None:
+        if args.socket is None:
+            print("sunbox adapter-recovery serve: no socket from systemd; give --socket", file=sys.stderr)
+            return 2
+        args.socket.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(args.socket))
+        if args.group:
+            shutil.chown(args.socket, group=args.group)
+        args.socket.chmod(0o660 if args.group else 0o600)
+        listener.listen(4)
+    await kernel_recovery.serve(listener)
     return 0
 
 
@@ -348,6 +387,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return storage_commands.cmd_influx(args)
     if args.command == "backup":
         return backup_commands.cmd_backup(args)
+    if args.command == "adapter-recovery":
+        return asyncio.run(_adapter_recovery(args))
     if args.command == "sim":
         try:
             return asyncio.run(_sim(args))

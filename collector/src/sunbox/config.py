@@ -146,6 +146,9 @@ class BleConfig(Strict):
     #: consecutive failed connects (across devices) before the adapter is power-cycled
     power_cycle_after: Annotated[int, Field(ge=1)] = 6
     power_cycle_min_interval_s: Annotated[float, Field(ge=0)] = 900.0
+    #: the privileged helper's socket (``sunbox adapter-recovery serve``): when the D-Bus
+    #: power-cycle fails, it power-cycles through the kernel, then rfkill; None = no helper
+    recovery_socket: str | None = None
     device_wait_s: Annotated[float, Field(gt=0)] = 30.0
 
 

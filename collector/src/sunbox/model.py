@@ -75,6 +75,7 @@ class Health:
     consecutive_errors: int = 0
     errors_total: int = 0
     skipped_frames: int = 0
+    adapter_recoveries: int = 0
     rssi: int | None = None
     poll_latency_ms: float | None = None
     last_error: str | None = None
@@ -103,6 +104,7 @@ class Health:
                 "consecutive_errors": self.consecutive_errors,
                 "errors_total": self.errors_total,
                 "skipped_frames": self.skipped_frames,
+                "adapter_recoveries": self.adapter_recoveries,
                 "rssi": self.rssi,
                 "poll_latency_ms": self.poll_latency_ms,
                 "last_error": self.last_error,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sunbox import systemd
 from sunbox.aio import within
-from sunbox.ble.adapter import AdapterSupervisor, PowerCycle, bluez_power_cycle
+from sunbox.ble.adapter import AdapterSupervisor, PowerCycle, bluez_power_cycle, helper_rungs
 from sunbox.ble.link import DeviceLink, Publish
 from sunbox.ble.scanner import Scanner
 from sunbox.ble.victron_adverts import VictronAdvertSource
@@ -130,6 +130,7 @@ class Collector:
             backend.power_cycle,
             config.ble.power_cycle_after,
             config.ble.power_cycle_min_interval_s,
+            helper_rungs(config.ble.adapter, config.ble.recovery_socket) if config.ble.backend == "bluez" else None,
         )
         self.links = [
             DeviceLink(

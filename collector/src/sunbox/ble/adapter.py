@@ -1,11 +1,13 @@
 """Per-adapter coordination: serialised connection setup, backoff, power-cycle escalation.
 
 Escalation: when ``power_cycle_after`` connection attempts in a row have failed (any
-device on this adapter; a success resets the count), the adapter is power-cycled, at
-most once per ``power_cycle_min_interval_s``. On BlueZ this sets
+device on this adapter; a success resets the count), the adapter is recovered, at most
+once per ``power_cycle_min_interval_s``, by a ladder of rungs, each bounded: first
 ``org.bluez.Adapter1.Powered`` false then true over D-Bus (dbus-fast, already a bleak
-dependency); the workaround for BlueZ keeping a dead link "connected"
-(bluez/bluez#947, #932; see ``docs/ble.md``).
+dependency; the workaround for BlueZ keeping a dead link "connected", bluez/bluez#947,
+#932; see ``docs/ble.md``); when that fails or does not answer (bluetoothd stuck behind
+a Disconnect that never completes), the kernel-level rungs of
+:mod:`sunbox.ble.kernel_recovery` through its privileged helper, until one succeeds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from sunbox.aio import within
 LOG = logging.getLogger(__name__)
 
 PowerCycle = Callable[[], Awaitable[None]]
+#: a rung of the recovery ladder: (name, action, bound in seconds)
+Rung = tuple[str, PowerCycle, float]
 
 
 class Backoff:
@@ -50,10 +54,18 @@ class AdapterSupervisor:
         power_cycle: PowerCycle | None,
         power_cycle_after: int,
         min_interval_s: float,
+        ladder: list[Rung] | None = None,
+        power_cycle_timeout_s: float = 30.0,
     ) -> None:
         self.name = name
         self.connect_lock = asyncio.Lock()
         self._power_cycle = power_cycle
+        #: rungs after the power-cycle, tried in order while the previous one fails
+        self._ladder = ladder or []
+        self._power_cycle_timeout = power_cycle_timeout_s
+        #: recoveries that succeeded, per rung ("dbus" for the power-cycle), and rungs that failed
+        self.recoveries: dict[str, int] = {}
+        self.rung_failures = 0
         self._after = power_cycle_after
         self._min_interval = min_interval_s
         self._failures = 0
@@ -66,7 +78,7 @@ class AdapterSupervisor:
     async def report_failure(self) -> bool:
         """Count a failed connection; power-cycle if due. Returns True if it cycled."""
         self._failures += 1
-        if self._power_cycle is None or self._failures < self._after:
+        if (self._power_cycle is None and not self._ladder) or self._failures < self._after:
             return False
         now = time.monotonic()
         if self._last_cycle is not None and now - self._last_cycle < self._min_interval:
@@ -81,11 +93,49 @@ class AdapterSupervisor:
         self._failures = 0
         self.power_cycles += 1
         LOG.warning("%s: power-cycling the adapter after repeated connection failures", self.name)
-        try:
-            await within(self._power_cycle(), 30)
-        except Exception as exc:  # noqa: BLE001 - logged, the links keep retrying
-            LOG.error("%s: power-cycle failed: %s", self.name, exc)
+        await self.recover()
         return True
+
+    async def recover(self) -> str | None:
+        """Climb the ladder until a rung succeeds: its name, or None when every rung failed
+        (logged; the links keep retrying)."""
+        rungs: list[Rung] = [("dbus", self._power_cycle, self._power_cycle_timeout)] if self._power_cycle else []
+        for name, action, bound in rungs + self._ladder:
+            started = time.monotonic()
+            try:
+                await within(action(), bound)
+            except Exception as exc:  # noqa: BLE001 - logged, the next rung is tried
+                self.rung_failures += 1
+                LOG.error(
+                    "%s: recovery rung %s failed after %.1f s: %s",
+                    self.name,
+                    name,
+                    time.monotonic() - started,
+                    exc or type(exc).__name__,
+                )
+                continue
+            self.recoveries[name] = self.recoveries.get(name, 0) + 1
+            LOG.warning("%s: recovered by rung %s in %.2f s", self.name, name, time.monotonic() - started)
+            return name
+        return None
+
+
+def helper_rungs(adapter: str, socket_path: str | None) -> list[Rung]:
+    """The kernel-level rungs, run by the privileged helper at ``socket_path``
+    (:mod:`sunbox.ble.kernel_recovery`); none without a helper."""
+    if not socket_path:
+        return []
+    from pathlib import Path
+
+    from .kernel_recovery import RUNG_TIMEOUT_S, request
+
+    def rung(name: str) -> PowerCycle:
+        async def run() -> None:
+            await request(Path(socket_path), adapter, name)
+
+        return run
+
+    return [(name, rung(name), RUNG_TIMEOUT_S * 2 + 10) for name in ("mgmt", "rfkill")]
 
 
 def bluez_power_cycle(adapter: str) -> PowerCycle:

@@ -148,6 +148,7 @@ class DeviceLink:
     def publish_health(self) -> None:
         self.health.rssi = self.scanner.rssi(self.device.address)
         self.health.skipped_frames = self.driver.skipped_bytes
+        self.health.adapter_recoveries = sum(self.supervisor.recoveries.values())
         self.publish(self.health.snapshot())
 
     async def _serve(self, link: GattLink) -> None:

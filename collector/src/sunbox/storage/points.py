@@ -103,6 +103,7 @@ LAST_FIELDS: frozenset[str] = frozenset(
         "consecutive_errors",
         "errors_total",
         "skipped_frames",
+        "adapter_recoveries",
     }
 )
 

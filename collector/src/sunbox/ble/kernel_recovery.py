@@ -1,0 +1,212 @@
+"""The privileged rungs of adapter recovery, below BlueZ (issue 35).
+
+When BlueZ wedges (bluez/bluez#932: a Disconnect whose HCI command the kernel never
+sends), bluetoothd keeps its one management command in flight, so the D-Bus
+``Adapter1.Powered`` cycle that the collector tries first is queued behind it and never
+answered. Two ways around bluetoothd reach the kernel directly and release it (both
+measured in the BLE virtual Pi, docs/virtual-pi.md):
+
+``mgmt``
+    The kernel's Bluetooth management socket: ``btmgmt --index N power off``, then
+    ``on`` (BlueZ's own tool, in Debian's ``bluez`` package). The kernel powers the
+    controller down, every link goes, bluetoothd's pending command fails and its queue
+    moves.
+``rfkill``
+    A soft block, then unblock, of the adapter's rfkill switch, written to
+    ``/dev/rfkill`` as ``struct rfkill_event`` (``include/uapi/linux/rfkill.h``:
+    ``__u32 idx; __u8 type, op, soft, hard``; ``RFKILL_OP_CHANGE`` = 2).
+
+Both need ``CAP_NET_ADMIN``, which the collector does not have: they run in
+``sunbox adapter-recovery serve``, a socket-activated service with that capability
+alone, which only the collector's group may reach (roles/collector). It does nothing
+but these two things to an adapter named ``hci<N>``.
+
+Protocol on its Unix socket: one JSON line in, ``{"adapter": "hci0", "rung": "mgmt"}``;
+one JSON line out, ``{"ok": true, "seconds": 0.31}`` or ``{"ok": false, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+ADAPTER = re.compile(r"hci(\d{1,3})")
+RUNGS = ("mgmt", "rfkill")
+#: seconds the adapter stays off (or blocked) before it is brought back
+OFF_S = 1.0
+#: longest a rung may take, seconds
+RUNG_TIMEOUT_S = 15.0
+#: the service exits after this long without a request (socket activation starts it again)
+IDLE_EXIT_S = 120.0
+RFKILL_OP_CHANGE = 2
+RFKILL_TYPE_BLUETOOTH = 2
+
+
+class RecoveryError(Exception):
+    """A request that names no adapter or rung this helper knows, or a rung that failed."""
+
+
+def adapter_index(name: str) -> int:
+    """``hci0`` -> 0. Raises RecoveryError for anything else."""
+    match = ADAPTER.fullmatch(name)
+    if match is None:
+        raise RecoveryError(f"adapter {name!r} is not hci<N>")
+    return int(match.group(1))
+
+
+def rfkill_event(index: int, soft: bool) -> bytes:
+    """The 8-byte ``struct rfkill_event`` that sets rfkill switch ``index``'s soft block."""
+    return struct.pack("=IBBBB", index, RFKILL_TYPE_BLUETOOTH, RFKILL_OP_CHANGE, int(soft), 0)
+
+
+def rfkill_switch(adapter: str, sysfs: Path = Path("/sys/class/bluetooth")) -> int:
+    """The rfkill switch index of ``adapter`` (``/sys/class/bluetooth/hci0/rfkill<N>/index``)."""
+    found = sorted((sysfs / adapter).glob("rfkill*/index"))
+    if not found:
+        raise RecoveryError(f"{adapter} has no rfkill switch")
+    return int(found[0].read_text().strip())
+
+
+async def _btmgmt(index: int, state: str) -> None:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "btmgmt",
+            "--index",
+            str(index),
+            "power",
+            state,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        raise RecoveryError(f"btmgmt: {exc}") from exc
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), RUNG_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        raise RecoveryError(f"btmgmt power {state} did not return in {RUNG_TIMEOUT_S:g} s") from None
+    text = output.decode(errors="replace").strip()
+    if process.returncode != 0 or "failed" in text.lower():
+        raise RecoveryError(f"btmgmt power {state}: exit {process.returncode}: {text[:200]}")
+
+
+async def mgmt_power_cycle(adapter: str) -> None:
+    """Power ``adapter`` off and on through the kernel's management socket."""
+    index = adapter_index(adapter)
+    await _btmgmt(index, "off")
+    await asyncio.sleep(OFF_S)
+    await _btmgmt(index, "on")
+
+
+async def rfkill_cycle(adapter: str, device: Path = Path("/dev/rfkill")) -> None:
+    """Soft-block ``adapter``'s rfkill switch, then unblock it."""
+    adapter_index(adapter)
+    index = rfkill_switch(adapter)
+    fd = os.open(device, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, rfkill_event(index, True))
+        await asyncio.sleep(OFF_S)
+        os.write(fd, rfkill_event(index, False))
+    finally:
+        os.close(fd)
+
+
+async def run_rung(adapter: str, rung: str) -> float:
+    """Run one rung; the seconds it took. Raises RecoveryError."""
+    started = time.monotonic()
+    if rung == "mgmt":
+        await mgmt_power_cycle(adapter)
+    elif rung == "rfkill":
+        try:
+            await rfkill_cycle(adapter)
+        except OSError as exc:
+            raise RecoveryError(f"rfkill: {exc}") from exc
+    else:
+        raise RecoveryError(f"rung {rung!r} is not one of {', '.join(RUNGS)}")
+    return time.monotonic() - started
+
+
+async def answer(line: bytes) -> dict[str, Any]:
+    """The reply to one request line (never raises)."""
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise RecoveryError("the request is not a JSON object")
+        adapter, rung = request.get("adapter"), request.get("rung")
+        if not isinstance(adapter, str) or not isinstance(rung, str):
+            raise RecoveryError("the request needs adapter and rung (strings)")
+        LOG.warning("%s: recovery rung %s requested", adapter, rung)
+        seconds = await run_rung(adapter, rung)
+    except (ValueError, RecoveryError) as exc:
+        LOG.error("recovery refused or failed: %s", exc)
+        return {"ok": False, "error": str(exc)[:300]}
+    LOG.warning("%s: recovery rung %s done in %.2f s", adapter, rung, seconds)
+    return {"ok": True, "seconds": round(seconds, 3)}
+
+
+async def serve(listener: socket.socket, idle_exit_s: float = IDLE_EXIT_S) -> None:
+    """Answer requests on ``listener`` (a bound, listening Unix socket) one at a time,
+    until ``idle_exit_s`` pass without one."""
+    lock = asyncio.Lock()
+    last = time.monotonic()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal last
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            async with lock:
+                reply = await answer(line)
+                last = time.monotonic()
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, OSError) as exc:
+            LOG.warning("recovery request dropped: %s", exc)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(handle, sock=listener)
+    async with server:
+        while time.monotonic() - last < idle_exit_s or lock.locked():
+            await asyncio.sleep(1)
+
+
+def listener_from_systemd() -> socket.socket | None:
+    """The socket systemd passed (``LISTEN_FDS``, fd 3), or None when started by hand."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
+        return None
+    return socket.socket(fileno=3)
+
+
+async def request(path: Path, adapter: str, rung: str, timeout_s: float = RUNG_TIMEOUT_S * 2 + 5) -> float:
+    """Ask the helper at ``path`` to run ``rung`` on ``adapter``: the seconds it took.
+
+    Raises:
+        RecoveryError: the helper refused or the rung failed.
+        OSError, TimeoutError: the helper could not be reached or did not answer.
+    """
+
+    async def ask() -> dict[str, Any]:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        try:
+            writer.write(json.dumps({"adapter": adapter, "rung": rung}).encode() + b"\n")
+            await writer.drain()
+            reply: dict[str, Any] = json.loads(await reader.readline())
+            return reply
+        finally:
+            writer.close()
+
+    reply = await asyncio.wait_for(ask(), timeout_s)
+    if not reply.get("ok"):
+        raise RecoveryError(str(reply.get("error")))
+    return float(reply.get("seconds", 0.0))
