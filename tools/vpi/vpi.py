@@ -188,7 +188,8 @@ def _build_image(release: str) -> Path:
 
 GUEST_CONFIG = """mqtt: {host: localhost, username: sunbox, password: vpi-test}
 queue: {path: /var/lib/sunbox/queue.sqlite3}
-ble: {backend: bluez, adapter: hci0, scanning_mode: passive, connect_timeout_s: 30, operation_timeout_s: 10}
+ble: {backend: bluez, adapter: hci0, scanning_mode: passive, connect_timeout_s: 30, operation_timeout_s: 10,
+      recovery_socket: /run/sunbox-recovery.sock}
 devices:
   - {id: battery, driver: jbd, address: "A4:C1:37:00:00:01", password: "123456"}
   - {id: mppt, driver: litime, address: "C8:47:80:00:00:02"}
@@ -211,6 +212,7 @@ systemctl start mosquitto
   --wedge-file /run/sunbox-sim-wedge > /root/sim.log 2>&1 &
 for i in $(seq 60); do [ -e /sys/class/bluetooth/hci0 ] && break; sleep 1; done
 sleep 3
+/opt/sunbox/bin/sunbox adapter-recovery serve --socket /run/sunbox-recovery.sock > /root/helper.log 2>&1 &
 bluetoothctl show > /root/bluetoothctl.log 2>&1
 mosquitto_sub -h localhost -u sunbox -P vpi-test -t 'sunbox/+/state' -v > /root/mqtt.log 2>&1 &
 started=$(date +%s)
@@ -239,6 +241,25 @@ since=$(date +%s.%N)
 daemon=$!
 /usr/local/sbin/sunbox-vpi-wait "$since" 240 > /root/restart.json
 kill -TERM $daemon; wait $daemon
+
+# the wedge (issue 35): every GATT device connected the way bumble's stock controller
+# answers, so the kernel marks each link cancelled; the collector's stop then leaves
+# bluetoothd's Disconnects stuck. The ladder must get past the D-Bus power-cycle (stuck
+# behind them) to the kernel, and every device must stream again.
+echo "A4:C1:37:00:00:01 C8:47:80:00:00:02 A4:C1:37:00:00:07 F9:3E:4C:00:00:09" > /run/sunbox-sim-wedge
+sleep 2
+since=$(date +%s.%N)
+/opt/sunbox/bin/sunbox run -c /etc/sunbox/sunbox.yaml > /root/daemon3.log 2>&1 &
+daemon=$!
+/usr/local/sbin/sunbox-vpi-wait "$since" 240 > /root/wedged-start.json
+kill -TERM $daemon; wait $daemon
+rm -f /run/sunbox-sim-wedge
+/usr/local/sbin/sunbox-vpi-recover > /root/recover.json 2> /root/recover.log
+since=$(date +%s.%N)
+/opt/sunbox/bin/sunbox run -c /etc/sunbox/sunbox.yaml > /root/daemon4.log 2>&1 &
+daemon=$!
+/usr/local/sbin/sunbox-vpi-wait "$since" 60 > /root/after-recovery.json
+kill -TERM $daemon; wait $daemon
 sleep 2
 journalctl -b -u bluetooth --no-pager > /root/bluetoothd.log 2>&1
 dmesg > /root/dmesg.log
@@ -265,6 +286,22 @@ while time.time() < deadline and len(seen) < len(DEVICES):
             if at > since and device in DEVICES and device not in seen:
                 seen[device] = round(at - since, 2)
 print(json.dumps({"seconds": {d: seen.get(d) for d in DEVICES}, "all": len(seen) == len(DEVICES)}))
+"""
+
+# the collector's recovery ladder, once, with the D-Bus rung bounded at 10 s: which rung
+# recovered the adapter, in how long
+GUEST_RECOVER = """#!/opt/sunbox/bin/python
+import asyncio, json, logging, time
+from sunbox.ble.adapter import AdapterSupervisor, bluez_power_cycle, helper_rungs
+logging.basicConfig(level=logging.INFO)
+async def main():
+    ladder = helper_rungs("hci0", "/run/sunbox-recovery.sock")
+    supervisor = AdapterSupervisor("hci0", bluez_power_cycle("hci0"), 1, 0, ladder, power_cycle_timeout_s=10)
+    started = time.monotonic()
+    rung = await supervisor.recover()
+    took = round(time.monotonic() - started, 2)
+    print(json.dumps({"rung": rung, "seconds": took, "failed": supervisor.rung_failures}))
+asyncio.run(main())
 """
 
 GUEST_UNIT = """[Unit]
@@ -319,7 +356,11 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
         "listener 1883 localhost\nallow_anonymous false\npassword_file /etc/mosquitto/passwd\n"
     )
     (guest / "etc/bluetooth/main.conf").write_text("[General]\nExperimental = true\n")
-    for name, text in (("sunbox-vpi-test", GUEST_SCRIPT), ("sunbox-vpi-wait", GUEST_WAIT)):
+    for name, text in (
+        ("sunbox-vpi-test", GUEST_SCRIPT),
+        ("sunbox-vpi-wait", GUEST_WAIT),
+        ("sunbox-vpi-recover", GUEST_RECOVER),
+    ):
         script = guest / "usr/local/sbin" / name
         script.write_text(text)
         script.chmod(0o755)
@@ -379,7 +420,7 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
     if rc != "0" or devices != expected:
         problems.append(f"--once exit {rc or 'none'}, MQTT readings from {devices} (expected {expected})")
     phases = {}
-    for name in ("daemon-start", "cycle-back", "restart"):
+    for name in ("daemon-start", "cycle-back", "restart", "wedged-start", "after-recovery"):
         try:
             phases[name] = json.loads(guest_file(disk, f"/root/{name}.json") or "null")
         except json.JSONDecodeError:
@@ -399,12 +440,30 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
         problems.append(f"the D-Bus power-cycle did not complete (exit {cycle or 'none'}; 124 = not in 40 s)")
     stuck = sum(
         guest_file(disk, f"/root/{name}").count("disconnect did not complete")
-        for name in ("once.log", "daemon.log", "daemon2.log")
+        for name in ("once.log", "daemon.log", "daemon2.log", "daemon4.log")
     )
-    print(f"--- 'disconnect did not complete' warnings: {stuck}")
+    print(f"--- 'disconnect did not complete' warnings: {stuck} (the wedge's collector aside)")
     if stuck:
         problems.append(f"{stuck} disconnects did not complete")
-    for name in ("daemon.log", "daemon2.log", "cycle.log", "bluetoothd.log", "dmesg.log"):
+    wedged = guest_file(disk, "/root/daemon3.log").count("disconnect did not complete")
+    try:
+        recovered = json.loads(guest_file(disk, "/root/recover.json") or "null")
+    except json.JSONDecodeError:
+        recovered = None
+    print(f"--- wedge: {wedged} disconnects stuck at the collector's stop; recovery ladder: {recovered}")
+    if not recovered or recovered.get("rung") is None:
+        problems.append(f"the recovery ladder did not recover the adapter: {recovered}")
+    for name in (
+        "daemon.log",
+        "daemon2.log",
+        "daemon3.log",
+        "daemon4.log",
+        "cycle.log",
+        "recover.log",
+        "helper.log",
+        "bluetoothd.log",
+        "dmesg.log",
+    ):
         (work / name).write_text(guest_file(disk, f"/root/{name}"))
     ok = not problems
     for problem in problems:

@@ -270,6 +270,42 @@ def test_no_other_local_account_may_send_to_bluez(host: Any, user: str) -> None:
     assert root.rc == 0 and "org.bluez.Adapter1" in root.stdout, root.stderr
 
 
+RECOVERY_PROBE = (
+    "/opt/sunbox/venv/bin/python -c 'import asyncio, pathlib; from sunbox.ble.kernel_recovery import request; "
+    'asyncio.run(request(pathlib.Path("/run/sunbox-adapter-recovery.sock"), "hci0", "probe"))\''
+)
+
+
+def test_only_the_collector_may_ask_for_an_adapter_recovery(host: Any) -> None:
+    """Issue 35: the recovery helper's socket is open to the collector's group alone; the
+    helper holds CAP_NET_ADMIN and nothing else, and no IP. The probe names no rung, so
+    the radio is left alone: the collector's account gets the helper's refusal, any
+    other account is refused at connect."""
+    with host.sudo():
+        sock = host.file("/run/sunbox-adapter-recovery.sock")
+        assert sock.is_socket and sock.user == "root" and sock.group == "sunbox" and sock.mode == 0o660
+        props = show(
+            host,
+            ["sunbox-adapter-recovery.service"],
+            [
+                "CapabilityBoundingSet",
+                "AmbientCapabilities",
+                "RestrictAddressFamilies",
+                "ProtectSystem",
+                "NoNewPrivileges",
+                "IPAddressDeny",
+            ],
+        )["sunbox-adapter-recovery.service"]
+        collector = host.run(f"runuser -u sunbox -- {RECOVERY_PROBE}")
+        nobody = host.run(f"runuser -u nobody -- {RECOVERY_PROBE}")
+    assert props["CapabilityBoundingSet"] == "cap_net_admin" == props["AmbientCapabilities"], props
+    assert props["ProtectSystem"] == "strict" and props["NoNewPrivileges"] == "yes", props
+    assert "AF_BLUETOOTH" in props["RestrictAddressFamilies"] and "AF_INET" not in props["RestrictAddressFamilies"]
+    assert "0.0.0.0/0" in props["IPAddressDeny"] or "any" in props["IPAddressDeny"], props
+    assert collector.rc != 0 and "not one of mgmt, rfkill" in collector.stderr, collector.stderr
+    assert nobody.rc != 0 and "Permission denied" in nobody.stderr, nobody.stderr
+
+
 def test_influxdb_has_no_profiling_or_metrics_endpoint(host: Any) -> None:
     """Issue 29, finding 2: /metrics and /debug/pprof/* answered any local process."""
     codes = {}
