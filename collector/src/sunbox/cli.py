@@ -178,7 +178,9 @@ async def _adapter_recovery(args: argparse.Namespace) -> int:
         print(reply)
         return 0 if reply["ok"] else 1
     listener = kernel_recovery.listener_from_systemd()
+    idle_exit_s: float | None = kernel_recovery.IDLE_EXIT_S
     if listener is None:
+        idle_exit_s = None
         if args.socket is None:
             print("sunbox adapter-recovery serve: no socket from systemd; give --socket", file=sys.stderr)
             return 2
@@ -189,7 +191,7 @@ async def _adapter_recovery(args: argparse.Namespace) -> int:
             shutil.chown(args.socket, group=args.group)
         args.socket.chmod(0o660 if args.group else 0o600)
         listener.listen(4)
-    await kernel_recovery.serve(listener)
+    await kernel_recovery.serve(listener, idle_exit_s)
     return 0
 
 

@@ -132,29 +132,40 @@ def helper_rungs(adapter: str, socket_path: str | None) -> list[Rung]:
     def rung(name: str) -> PowerCycle:
         async def run() -> None:
             await request(Path(socket_path), adapter, name)
+            # a D-Bus power-off that timed out in rung 1 is still queued in bluetoothd and
+            # runs once the kernel rung released it: leave the adapter on in BlueZ's eyes
+            try:
+                await within(bluez_set_powered(adapter, True), 10)
+            except Exception as exc:  # noqa: BLE001 - the kernel rung did its work; logged
+                LOG.warning("%s: powering on over D-Bus after rung %s: %s", adapter, name, exc or type(exc).__name__)
 
         return run
 
     return [(name, rung(name), RUNG_TIMEOUT_S * 2 + 10) for name in ("mgmt", "rfkill")]
 
 
+async def bluez_set_powered(adapter: str, powered: bool) -> None:
+    """Set ``org.bluez.Adapter1.Powered`` of ``adapter`` over D-Bus."""
+    from dbus_fast import BusType, Variant
+    from dbus_fast.aio import MessageBus
+
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    try:
+        path = f"/org/bluez/{adapter}"
+        introspection = await bus.introspect("org.bluez", path)
+        proxy = bus.get_proxy_object("org.bluez", path, introspection)
+        props = proxy.get_interface("org.freedesktop.DBus.Properties")
+        await props.call_set("org.bluez.Adapter1", "Powered", Variant("b", powered))  # type: ignore[attr-defined]
+    finally:
+        bus.disconnect()
+
+
 def bluez_power_cycle(adapter: str) -> PowerCycle:
     """A coroutine factory that power-cycles a BlueZ adapter through D-Bus."""
 
     async def cycle() -> None:
-        from dbus_fast import BusType, Variant
-        from dbus_fast.aio import MessageBus
-
-        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-        try:
-            path = f"/org/bluez/{adapter}"
-            introspection = await bus.introspect("org.bluez", path)
-            proxy = bus.get_proxy_object("org.bluez", path, introspection)
-            props = proxy.get_interface("org.freedesktop.DBus.Properties")
-            await props.call_set("org.bluez.Adapter1", "Powered", Variant("b", False))  # type: ignore[attr-defined]
-            await asyncio.sleep(2)
-            await props.call_set("org.bluez.Adapter1", "Powered", Variant("b", True))  # type: ignore[attr-defined]
-        finally:
-            bus.disconnect()
+        await bluez_set_powered(adapter, False)
+        await asyncio.sleep(2)
+        await bluez_set_powered(adapter, True)
 
     return cycle

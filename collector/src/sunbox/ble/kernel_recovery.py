@@ -155,9 +155,10 @@ async def answer(line: bytes) -> dict[str, Any]:
     return {"ok": True, "seconds": round(seconds, 3)}
 
 
-async def serve(listener: socket.socket, idle_exit_s: float = IDLE_EXIT_S) -> None:
+async def serve(listener: socket.socket, idle_exit_s: float | None = IDLE_EXIT_S) -> None:
     """Answer requests on ``listener`` (a bound, listening Unix socket) one at a time,
-    until ``idle_exit_s`` pass without one."""
+    until ``idle_exit_s`` pass without one (None: forever, for a helper started by hand,
+    which nothing would start again)."""
     lock = asyncio.Lock()
     last = time.monotonic()
 
@@ -177,7 +178,7 @@ async def serve(listener: socket.socket, idle_exit_s: float = IDLE_EXIT_S) -> No
 
     server = await asyncio.start_unix_server(handle, sock=listener)
     async with server:
-        while time.monotonic() - last < idle_exit_s or lock.locked():
+        while idle_exit_s is None or time.monotonic() - last < idle_exit_s or lock.locked():
             await asyncio.sleep(1)
 
 
