@@ -85,12 +85,13 @@ def flux(host: Any, token: str, query: str) -> list[dict[str, str]]:
 
 
 def readings(host: Any, token: str, before: str) -> dict[str, int]:
-    """Per device: readings (not health) stored with a time before ``before`` (RFC 3339)."""
+    """Per device: readings (not health) stored with a time before ``before`` (RFC 3339),
+    counted as distinct times (Flux's count() refuses a column of times)."""
     query = (
         f'from(bucket: "sunbox_raw") |> range(start: -48h, stop: {before}) '
         '|> filter(fn: (r) => r._measurement != "health") '
         '|> keep(columns: ["device", "_time"]) |> group(columns: ["device"]) '
-        '|> distinct(column: "_time") |> count()'
+        '|> distinct(column: "_time") |> map(fn: (r) => ({r with _value: 1})) |> sum()'
     )
     return {r["device"]: int(r["_value"]) for r in flux(host, token, query) if r.get("device")}
 
