@@ -237,7 +237,9 @@ mosquitto_sub -h localhost -u sunbox -P vpi-test -t 'sunbox/+/state' -F '%U %t' 
 since=$(date +%s.%N)
 /opt/sunbox/bin/sunbox run -c /etc/sunbox/sunbox.yaml > /root/daemon.log 2>&1 &
 daemon=$!
-/usr/local/sbin/sunbox-vpi-wait "$since" 240 > /root/daemon-start.json
+# 300 s: a device BlueZ does not signal again is found after the collector's own
+# escalation (6 failed connects, then the ladder), about 3.5 min
+/usr/local/sbin/sunbox-vpi-wait "$since" 300 > /root/daemon-start.json
 since=$(date +%s.%N)
 timeout 40 /opt/sunbox/bin/python -c "import asyncio; from sunbox.ble.adapter import bluez_power_cycle; \\
 asyncio.run(bluez_power_cycle('hci0')())" > /root/cycle.log 2>&1
