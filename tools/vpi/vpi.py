@@ -324,7 +324,7 @@ Wants=bluetooth.service
 [Service]
 Type=oneshot
 ExecStart=/usr/local/sbin/sunbox-vpi-test
-TimeoutStartSec=900
+TimeoutStartSec=1700
 
 [Install]
 WantedBy=multi-user.target
@@ -413,7 +413,7 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=1200,
+            timeout=1800,
             check=False,
         )
     log(f"run: guest powered off after {time.monotonic() - started:.0f} s (qemu exit {qemu.returncode})")
