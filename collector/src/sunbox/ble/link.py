@@ -25,6 +25,7 @@ from bleak_retry_connector import (
     BleakClientWithServiceCache,
     close_stale_connections,
     establish_connection,
+    get_device,
 )
 
 from sunbox.aio import raise_if_cancelled, within
@@ -86,6 +87,13 @@ class DeviceLink:
 
     async def _connect(self) -> GattLink:
         ble_device = await self.scanner.wait_for(self.device.address, self.ble.device_wait_s)
+        if ble_device is None and self.client_backend is None:
+            # BlueZ signals a device it already knows (bonded, or met before) only when
+            # something in its adverts changed, so a quiet one may never be "seen" by a
+            # collector started later (issue 35); BlueZ can still connect to it
+            ble_device = await get_device(self.device.address)
+            if ble_device is not None:
+                LOG.info("%s: not heard for %g s, known to BlueZ: connecting", self.device.id, self.ble.device_wait_s)
         if ble_device is None:
             raise LinkTimeout(f"{self.device.address} not seen for {self.ble.device_wait_s:g} s")
         kwargs: dict[str, Any] = {"timeout": self.ble.connect_timeout_s}
