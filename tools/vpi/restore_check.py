@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import testinfra
+import testinfra.host
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,11 @@ def ephemeral() -> Path:
 
 
 def guest(eph: Path) -> Any:
+    """The VM now behind ``eph``'s inventory. testinfra keeps one host per spec for the
+    process, and the second VM has the first one's spec with another SSH port: its cache
+    is emptied first (testinfra.host.Host._host_cache)."""
     os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
+    testinfra.host.Host._host_cache.clear()
     return testinfra.get_host(f"ansible://virtual-pi?ansible_inventory={eph}/inventory/ansible_inventory.yml")
 
 
