@@ -186,7 +186,11 @@ async def _adapter_recovery(args: argparse.Namespace) -> int:
             return 2
         args.socket.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(args.socket))
+        umask = os.umask(0o177)  # never wider than 0600 between bind and chmod
+        try:
+            listener.bind(str(args.socket))
+        finally:
+            os.umask(umask)
         if args.group:
             shutil.chown(args.socket, group=args.group)
         args.socket.chmod(0o660 if args.group else 0o600)
