@@ -13,6 +13,7 @@ from typing import NoReturn
 from sunbox import __version__, decode_cli
 from sunbox import config as config_mod
 from sunbox.backup import commands as backup_commands
+from sunbox.ble import kernel_recovery
 from sunbox.storage import commands as storage_commands
 from sunbox.web.config import DEFAULT_PATH as WEB_CONFIG
 
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--group", default=None, help="with --socket: the group that may connect (mode 0660)")
     once = recovery_sub.add_parser("run", help="run one rung now")
     once.add_argument("adapter", help="hci0, hci1, ...")
-    once.add_argument("rung", choices=["mgmt", "rfkill"])
+    once.add_argument("rung", choices=kernel_recovery.RUNGS)
 
     sim = sub.add_parser("sim", help="run the simulated devices (bumble)")
     sim.add_argument("--hci", default="tcp-server:127.0.0.1:9001", help="bumble transport for the central side")
@@ -170,8 +171,6 @@ async def _adapter_recovery(args: argparse.Namespace) -> int:
     import json
     import shutil
     import socket
-
-    from sunbox.ble import kernel_recovery
 
     if args.recovery_command == "run":
         reply = await kernel_recovery.answer(json.dumps({"adapter": args.adapter, "rung": args.rung}).encode())

@@ -127,7 +127,7 @@ def helper_rungs(adapter: str, socket_path: str | None) -> list[Rung]:
         return []
     from pathlib import Path
 
-    from .kernel_recovery import RUNG_TIMEOUT_S, request
+    from .kernel_recovery import RUNG_TIMEOUT_S, RUNGS, request
 
     def rung(name: str) -> PowerCycle:
         async def run() -> None:
@@ -141,7 +141,7 @@ def helper_rungs(adapter: str, socket_path: str | None) -> list[Rung]:
 
         return run
 
-    return [(name, rung(name), RUNG_TIMEOUT_S * 2 + 10) for name in ("mgmt", "rfkill")]
+    return [(name, rung(name), RUNG_TIMEOUT_S * 2 + 10) for name in RUNGS]
 
 
 async def bluez_set_powered(adapter: str, powered: bool) -> None:

@@ -101,9 +101,8 @@ async def _btmgmt(index: int, state: str) -> None:
         raise RecoveryError(f"btmgmt power {state}: exit {process.returncode}: {text[:200]}")
 
 
-async def mgmt_power_cycle(adapter: str) -> None:
-    """Power ``adapter`` off and on through the kernel's management socket."""
-    index = adapter_index(adapter)
+async def mgmt_power_cycle(index: int) -> None:
+    """Power adapter ``hci<index>`` off and on through the kernel's management socket."""
     await _btmgmt(index, "off")
     await asyncio.sleep(OFF_S)
     await _btmgmt(index, "on")
@@ -111,7 +110,6 @@ async def mgmt_power_cycle(adapter: str) -> None:
 
 async def rfkill_cycle(adapter: str, device: Path = Path("/dev/rfkill")) -> None:
     """Soft-block ``adapter``'s rfkill switch, then unblock it."""
-    adapter_index(adapter)
     index = rfkill_switch(adapter)
     fd = os.open(device, os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -124,9 +122,10 @@ async def rfkill_cycle(adapter: str, device: Path = Path("/dev/rfkill")) -> None
 
 async def run_rung(adapter: str, rung: str) -> float:
     """Run one rung; the seconds it took. Raises RecoveryError."""
+    index = adapter_index(adapter)
     started = time.monotonic()
     if rung == "mgmt":
-        await mgmt_power_cycle(adapter)
+        await mgmt_power_cycle(index)
     elif rung == "rfkill":
         try:
             await rfkill_cycle(adapter)

@@ -22,15 +22,12 @@ import logging
 LOG = logging.getLogger(__name__)
 
 
-def device_path(adapter: str, address: str) -> str:
-    """BlueZ's D-Bus object path of a device: ``/org/bluez/hci0/dev_AA_BB_CC_DD_EE_FF``."""
-    return f"/org/bluez/{adapter}/dev_{address.upper().replace(':', '_')}"
-
-
 async def forget_services(adapter: str, address: str) -> bool:
     """Drop bleak's cached services for ``address`` on ``adapter``. True when an entry
     was dropped; False when there was none or bleak's cache could not be reached (no
     BlueZ, another bleak)."""
+    from bleak_retry_connector.bluez import address_to_bluez_path
+
     try:
         from bleak.backends.bluezdbus.manager import get_global_bluez_manager
 
@@ -42,4 +39,4 @@ async def forget_services(adapter: str, address: str) -> bool:
     if not isinstance(cache, dict):
         LOG.warning("bleak's services cache not found (bleak changed?); %s keeps its cached services", address)
         return False
-    return cache.pop(device_path(adapter, address), None) is not None
+    return cache.pop(address_to_bluez_path(address, adapter), None) is not None
