@@ -177,6 +177,55 @@ async def test_a_device_not_seen_gets_the_busy_hint_once(world: SimWorld, caplog
     assert len(hints) == 1 and "A4:C1:37:0F:0F:0F" in hints[0].getMessage()
 
 
+@contextlib.asynccontextmanager
+async def resting_battery(
+    floor_s: float, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[tuple[SimWorld, Collector, Recorder]]:
+    """A collector whose battery (the JBD simulator, not yet advertising) failed twice and
+    rests in a backoff of 3-6 s then 6-12 s; the LiTime streams meanwhile."""
+    caplog.set_level(logging.INFO, logger="sunbox.ble.link")
+    sim = SimWorld()
+    sim.add(JbdSimulator(sim.link, password="123456"))
+    await sim.add(LiTimeSimulator(sim.link)).start()
+    ble = FAST_BLE | {
+        "backoff_initial_s": 6.0,
+        "backoff_max_s": 60.0,
+        "device_wait_s": 0.3,
+        "advert_retry_floor_s": floor_s,
+    }
+    async with running(sim, make_config({"ble": ble})) as (collector, rec):
+        link = collector.links[0]
+        await rec.wait(lambda: link.health.errors_total >= 2, timeout=15)
+        assert "LinkTimeout" in (link.health.last_error or "")
+        yield sim, collector, rec
+
+
+async def test_a_device_back_in_reach_is_connected_when_heard_not_after_its_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with resting_battery(0.2, caplog) as (sim, _collector, rec):
+        resting_since = asyncio.get_running_loop().time()
+        await sim.peripherals[0].start()
+        await rec.wait(lambda: bool(rec.readings("battery")), timeout=10)
+        took = asyncio.get_running_loop().time() - resting_since
+    # the backoff it rested in was at least 6 s
+    assert took < 3.5, f"connected {took:.1f} s after it advertised again"
+    assert any("heard again" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_adapter_recovery_ends_every_links_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    async with resting_battery(60.0, caplog) as (sim, collector, rec):
+        await sim.peripherals[0].start()
+        await asyncio.sleep(0.5)  # heard, but the floor (60 s) keeps it resting
+        assert not rec.readings("battery")
+        resting_since = asyncio.get_running_loop().time()
+        assert await collector.supervisor.recover() == "dbus"
+        await rec.wait(lambda: bool(rec.readings("battery")), timeout=10)
+        took = asyncio.get_running_loop().time() - resting_since
+    assert took < 3.5, f"connected {took:.1f} s after the adapter recovered"
+    assert any("the adapter was recovered: retrying now" in r.getMessage() for r in caplog.records)
+
+
 async def test_wrong_password_is_reported_and_escalates(world: SimWorld, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="sunbox.ble.link")
     cycles: list[int] = []

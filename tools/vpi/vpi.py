@@ -331,6 +331,25 @@ WantedBy=multi-user.target
 """
 
 
+#: the collector log behind each phase's verdict
+PHASE_LOGS = {
+    "daemon-start": "daemon.log",
+    "cycle-back": "daemon.log",
+    "restart": "daemon2.log",
+    "after-recovery": "daemon4.log",
+}
+
+
+def collector_lines(log_text: str, devices: list[str], last: int = 12) -> str:
+    """The collector's own INFO and WARNING lines about ``devices`` (the tail), for a failed phase."""
+    lines = [
+        line
+        for line in log_text.splitlines()
+        if " DEBUG " not in line and any(f" {device}:" in line for device in devices)
+    ]
+    return "\n".join(f"    {line}" for line in lines[-last:]) or "    (the collector logged nothing about them)"
+
+
 def guest_file(disk: Path, path: str) -> str:
     result = subprocess.run(["debugfs", "-R", f"cat {path}", str(disk)], capture_output=True, text=True, check=False)
     return result.stdout
@@ -445,6 +464,8 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
         print(f"--- {name}: {phases[name]}")
         if not phases[name] or not phases[name]["all"]:
             problems.append(f"{name}: not every device published again: {phases[name]}")
+            missing = [d for d, s in (phases[name] or {"seconds": {}})["seconds"].items() if s is None]
+            print(collector_lines(guest_file(disk, f"/root/{PHASE_LOGS[name]}"), missing))
     back = phases.get("cycle-back") or {"seconds": {}}
     slowest = max((s for s in back["seconds"].values() if s is not None), default=None)
     within_target = slowest is not None and slowest <= CYCLE_BACK_TARGET_S
@@ -458,11 +479,12 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
     print(f"--- adapter power-cycle over D-Bus with live links: exit {cycle or 'none'} in {took} (2 s of it off)")
     if cycle != "0":
         problems.append(f"the D-Bus power-cycle did not complete (exit {cycle or 'none'}; 124 = not in 40 s)")
-    stuck = sum(
-        guest_file(disk, f"/root/{name}").count("disconnect did not complete")
+    stuck_in = {
+        name: guest_file(disk, f"/root/{name}").count("disconnect did not complete")
         for name in ("once.log", "daemon.log", "daemon2.log", "daemon4.log")
-    )
-    print(f"--- 'disconnect did not complete' warnings: {stuck} (the wedge's collector aside)")
+    }
+    stuck = sum(stuck_in.values())
+    print(f"--- 'disconnect did not complete' warnings: {stuck} (the wedge's collector aside): {stuck_in}")
     if stuck:
         problems.append(f"{stuck} disconnects did not complete")
     wedged = guest_file(disk, "/root/daemon3.log").count("disconnect did not complete")

@@ -143,6 +143,9 @@ class BleConfig(Strict):
     disconnect_timeout_s: Annotated[float, Field(gt=0, le=30)] = 5.0
     backoff_initial_s: Annotated[float, Field(gt=0)] = 1.0
     backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
+    #: a device that was out of reach or busy is retried once heard again, at the
+    #: earliest this many seconds after the failure (never later than its backoff)
+    advert_retry_floor_s: Annotated[float, Field(ge=0)] = 5.0
     #: consecutive failed connects (across devices) before the adapter is power-cycled
     power_cycle_after: Annotated[int, Field(ge=1)] = 6
     power_cycle_min_interval_s: Annotated[float, Field(ge=0)] = 900.0

@@ -71,6 +71,13 @@ class AdapterSupervisor:
         self._failures = 0
         self._last_cycle: float | None = None
         self.power_cycles = 0
+        self._recovered = asyncio.Event()
+
+    @property
+    def recovered(self) -> asyncio.Event:
+        """Set when the adapter is next recovered by any rung (a new event after each
+        recovery): links resting in their backoff wait on it and retry at once."""
+        return self._recovered
 
     def report_success(self) -> None:
         self._failures = 0
@@ -116,6 +123,8 @@ class AdapterSupervisor:
                 continue
             self.recoveries[name] = self.recoveries.get(name, 0) + 1
             LOG.warning("%s: recovered by rung %s in %.2f s", self.name, name, time.monotonic() - started)
+            self._recovered.set()
+            self._recovered = asyncio.Event()
             return name
         return None
 

@@ -186,6 +186,37 @@ class DeviceLink:
             except TimeoutError:
                 pass
 
+    async def _rest(self, delay: float, retry_on_advert: bool) -> None:
+        """Sleep out a backoff of ``delay`` s, cut short by news that a retry may now work:
+        the adapter recovered (by another link's escalation; the backoff starts over), or,
+        when the failure was a device out of reach or busy (``retry_on_advert``), an advert
+        of it heard after ``min(delay, ble.advert_retry_floor_s)`` s. A device back in reach is
+        thus connected within seconds, not after a backoff grown to ``backoff_max_s``."""
+        failed_at = time.monotonic()
+        recovered = asyncio.ensure_future(self.supervisor.recovered.wait())
+        waits: set[asyncio.Future[Any]] = {recovered}
+        heard: asyncio.Future[Any] | None = None
+        if retry_on_advert:
+            floor = min(delay, self.ble.advert_retry_floor_s)
+
+            async def heard_again() -> None:
+                await asyncio.sleep(floor)
+                await self.scanner.wait_heard(self.device.address, failed_at)
+
+            heard = asyncio.ensure_future(heard_again())
+            waits.add(heard)
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        if recovered.done() and not recovered.cancelled():
+            LOG.info("%s: the adapter was recovered: retrying now", self.device.id)
+            self.backoff.reset()
+        elif heard is not None and heard.done() and not heard.cancelled():
+            LOG.info("%s: heard again after %.1f s: retrying", self.device.id, time.monotonic() - failed_at)
+
     # --- the forever loop -------------------------------------------------------
 
     async def run(self) -> None:
@@ -197,6 +228,7 @@ class DeviceLink:
                 if not first:
                     self.health.reconnects += 1
                 first = False
+                retry_on_advert = False
                 try:
                     link = await self._connect()
                     self._link = link
@@ -223,7 +255,9 @@ class DeviceLink:
                         busy = not isinstance(exc, AuthenticationError | FrameError)  # not a password
                         if busy and self.health.consecutive_errors == BUSY_HINT_AFTER:
                             LOG.warning(BUSY_HINT, self.device.id, self.device.address, BUSY_HINT_AFTER)
-                        await self.supervisor.report_failure()
+                        if await self.supervisor.report_failure():
+                            self.backoff.reset()  # this link's failure recovered the adapter
+                        retry_on_advert = busy
                 except Exception as exc:
                     self._count_error(exc)
                     LOG.exception("%s: unexpected error", self.device.id)
@@ -231,7 +265,7 @@ class DeviceLink:
                 self.health.connected = False
                 await self._disconnect()
                 self.publish_health()
-                await asyncio.sleep(self.backoff.next_delay())
+                await self._rest(self.backoff.next_delay(), retry_on_advert)
         finally:
             self.health.connected = False
             await asyncio.shield(self._disconnect())

@@ -82,6 +82,18 @@ class Scanner:
         seen = self.seen.get(address.upper())
         return None if seen is None else seen.device
 
+    def heard_since(self, address: str, since: float) -> bool:
+        """Whether an advert of ``address`` arrived after ``since`` (``time.monotonic()``)."""
+        seen = self.seen.get(address.upper())
+        return seen is not None and seen.monotonic > since
+
+    async def wait_heard(self, address: str, since: float) -> None:
+        """Return once an advert of ``address`` arrives after ``since`` (``time.monotonic()``);
+        unbounded: the caller bounds it."""
+        while not self.heard_since(address, since):
+            self._changed.clear()
+            await self._changed.wait()
+
     async def wait_for(self, address: str, timeout: float) -> BLEDevice | None:
         """The device's newest BLEDevice, waiting up to ``timeout`` s for an advert."""
         loop = asyncio.get_running_loop()
