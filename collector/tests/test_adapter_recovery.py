@@ -85,3 +85,34 @@ async def test_the_ladder_climbs_past_a_hanging_and_a_failing_rung() -> None:
     assert await supervisor.report_failure()
     assert calls == ["dbus", "mgmt", "rfkill"] and time.monotonic() - started < 5
     assert supervisor.recoveries == {"rfkill": 1} and supervisor.rung_failures == 2
+
+
+async def test_a_connect_failing_after_a_stuck_disconnect_recovers_at_once() -> None:
+    cycles: list[str] = []
+
+    async def cycle() -> None:
+        cycles.append("dbus")
+
+    supervisor = AdapterSupervisor("hci0", cycle, 6, 0)
+    assert not await supervisor.report_failure()  # 1 of 6: no reason yet
+    supervisor.report_stuck_disconnect("battery")
+    assert await supervisor.report_failure() and cycles == ["dbus"]
+    # the recovery cleared it: counting starts over
+    assert not await supervisor.report_failure()
+    # a good connection in between clears it too
+    supervisor.report_stuck_disconnect("mppt")
+    supervisor.report_success()
+    assert not await supervisor.report_failure() and cycles == ["dbus"]
+
+
+async def test_the_wedge_sign_respects_the_recovery_rate_limit() -> None:
+    cycles: list[str] = []
+
+    async def cycle() -> None:
+        cycles.append("dbus")
+
+    supervisor = AdapterSupervisor("hci0", cycle, 6, 900)
+    supervisor.report_stuck_disconnect("battery")
+    assert await supervisor.report_failure()
+    supervisor.report_stuck_disconnect("battery")
+    assert not await supervisor.report_failure() and cycles == ["dbus"]

@@ -1,7 +1,8 @@
 """Per-adapter coordination: serialised connection setup, backoff, power-cycle escalation.
 
 Escalation: when ``power_cycle_after`` connection attempts in a row have failed (any
-device on this adapter; a success resets the count), the adapter is recovered, at most
+device on this adapter; a success resets the count), or one has failed after a
+disconnect that did not complete (the wedge's first sign), the adapter is recovered, at most
 once per ``power_cycle_min_interval_s``, by a ladder of rungs, each bounded: first
 ``org.bluez.Adapter1.Powered`` false then true over D-Bus (dbus-fast, already a bleak
 dependency; the workaround for BlueZ keeping a dead link "connected", bluez/bluez#947,
@@ -69,6 +70,8 @@ class AdapterSupervisor:
         self._after = power_cycle_after
         self._min_interval = min_interval_s
         self._failures = 0
+        #: the device whose disconnect did not complete, since the last good connection
+        self._stuck: str | None = None
         self._last_cycle: float | None = None
         self.power_cycles = 0
         self._recovered = asyncio.Event()
@@ -81,11 +84,27 @@ class AdapterSupervisor:
 
     def report_success(self) -> None:
         self._failures = 0
+        self._stuck = None
+
+    def report_stuck_disconnect(self, device_id: str) -> None:
+        """A disconnect that did not complete in its bound: the first sign of the BlueZ
+        wedge (bluez/bluez#947, #932). If a connection then fails before any succeeds,
+        the adapter is recovered at once, without waiting for ``power_cycle_after``
+        failures (still at most once per ``power_cycle_min_interval_s``)."""
+        self._stuck = device_id
 
     async def report_failure(self) -> bool:
         """Count a failed connection; power-cycle if due. Returns True if it cycled."""
         self._failures += 1
-        if (self._power_cycle is None and not self._ladder) or self._failures < self._after:
+        if self._power_cycle is None and not self._ladder:
+            return False
+        if self._stuck is not None:
+            LOG.warning(
+                "%s: a connection failed after %s's disconnect did not complete: BlueZ may be wedged",
+                self.name,
+                self._stuck,
+            )
+        elif self._failures < self._after:
             return False
         now = time.monotonic()
         if self._last_cycle is not None and now - self._last_cycle < self._min_interval:
@@ -98,6 +117,7 @@ class AdapterSupervisor:
             return False
         self._last_cycle = now
         self._failures = 0
+        self._stuck = None
         self.power_cycles += 1
         LOG.warning("%s: power-cycling the adapter after repeated connection failures", self.name)
         await self.recover()

@@ -137,6 +137,7 @@ class DeviceLink:
             await within(client.disconnect(), self.ble.disconnect_timeout_s)
         except (TimeoutError, BleakError, OSError, EOFError) as exc:
             LOG.warning("%s: disconnect did not complete (%s); carrying on", self.device.id, exc or type(exc).__name__)
+            self.supervisor.report_stuck_disconnect(self.device.id)
 
     async def poll_once(self, link: GattLink) -> Reading:
         """One poll: a reading, published; updates latency and counters."""
