@@ -221,7 +221,7 @@ modprobe hci_vhci
 systemctl start mosquitto
 /opt/sunbox/bin/sunbox sim --hci vhci --jbd-password 123456 --jbd-paired-address A4:C1:37:00:00:07 \\
   --smartsolar-address F9:3E:4C:00:00:09 --victron-advert-address D0:00:00:00:00:01 \\
-  --wedge-file /run/sunbox-sim-wedge > /root/sim.log 2>&1 &
+  --wedge-file /run/sunbox-sim-wedge --silent-file /run/sunbox-sim-silent > /root/sim.log 2>&1 &
 for i in $(seq 60); do [ -e /sys/class/bluetooth/hci0 ] && break; sleep 1; done
 sleep 3
 /opt/sunbox/bin/sunbox adapter-recovery serve --socket /run/sunbox-recovery.sock > /root/helper.log 2>&1 &
@@ -273,6 +273,26 @@ since=$(date +%s.%N)
 /opt/sunbox/bin/sunbox run -c /etc/sunbox/sunbox.yaml > /root/daemon4.log 2>&1 &
 daemon=$!
 /usr/local/sbin/sunbox-vpi-wait "$since" 60 > /root/after-recovery.json
+stop $daemon; sync
+
+# the wedge met by a running collector: its links to the GATT devices made the wedged way,
+# then the battery stops answering. Its poll times out, its disconnect sticks in
+# bluetoothd, its reconnect fails, and the collector must climb the ladder by itself
+# (the D-Bus rung stuck behind that disconnect, then the helper's) and get every device back.
+echo "A4:C1:37:00:00:01 C8:47:80:00:00:02 A4:C1:37:00:00:07 F9:3E:4C:00:00:09" > /run/sunbox-sim-wedge
+sleep 2
+since=$(date +%s.%N)
+/opt/sunbox/bin/sunbox run -c /etc/sunbox/sunbox.yaml > /root/daemon5.log 2>&1 &
+daemon=$!
+/usr/local/sbin/sunbox-vpi-wait "$since" 90 > /root/live-wedge-start.json
+rm -f /run/sunbox-sim-wedge
+echo "A4:C1:37:00:00:01" > /run/sunbox-sim-silent
+silent_at=$(date +%s.%N)
+for i in $(seq 120); do grep -q "battery: disconnect did not complete" /root/daemon5.log && break; sleep 0.5; done
+rm -f /run/sunbox-sim-silent
+stuck_at=$(date +%s.%N)
+echo "$silent_at $stuck_at" > /root/live-wedge.times
+/usr/local/sbin/sunbox-vpi-wait "$stuck_at" 240 > /root/live-wedge-back.json
 stop $daemon; sync
 sleep 2
 journalctl -b -u bluetooth --no-pager > /root/bluetoothd.log 2>&1
@@ -350,6 +370,34 @@ def collector_lines(log_text: str, devices: list[str], last: int = 12) -> str:
         if " DEBUG " not in line and any(f" {device}:" in line for device in devices)
     ]
     return "\n".join(f"    {line}" for line in lines[-last:]) or "    (the collector logged nothing about them)"
+
+
+def live_wedge(disk: Path, problems: list[str]) -> None:
+    """The wedge met by a running collector: the rungs it climbed by itself, and how long
+    from the battery going silent to every device streaming again."""
+    log_text = guest_file(disk, "/root/daemon5.log")
+    times = guest_file(disk, "/root/live-wedge.times").split()
+    try:
+        back = json.loads(guest_file(disk, "/root/live-wedge-back.json") or "null")
+    except json.JSONDecodeError:
+        back = None
+    rungs = [
+        line.split(": ", 1)[-1]
+        for line in log_text.splitlines()
+        if "recovered by rung" in line or "recovery rung" in line
+    ]
+    stuck = log_text.count("disconnect did not complete")
+    slowest = None
+    if back and back["all"] and len(times) == 2:
+        slowest = round(float(times[1]) - float(times[0]) + max(back["seconds"].values()), 1)
+    print(
+        f"--- live wedge: {stuck} disconnect(s) stuck; rungs {rungs};"
+        f" every device back {slowest} s after the battery went silent"
+    )
+    print(f"--- live wedge, after the stuck disconnect: {back}")
+    if not back or not back["all"]:
+        problems.append(f"live wedge: not every device back: {back}")
+        print(collector_lines(log_text, ["battery", "hci0"], 30))
 
 
 def guest_file(disk: Path, path: str) -> str:
@@ -497,11 +545,13 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
     print(f"--- wedge: {wedged} disconnects stuck at the collector's stop; recovery ladder: {recovered}")
     if not recovered or recovered.get("rung") is None:
         problems.append(f"the recovery ladder did not recover the adapter: {recovered}")
+    live_wedge(disk, problems)
     for name in (
         "daemon.log",
         "daemon2.log",
         "daemon3.log",
         "daemon4.log",
+        "daemon5.log",
         "cycle.log",
         "recover.log",
         "helper.log",

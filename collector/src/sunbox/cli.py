@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fault switch: while this file exists, connections to the addresses in it (one a line) wedge"
         " the kernel's link as a controller that sends the legacy connection event does (sunbox.sim.controller)",
     )
+    sim.add_argument(
+        "--silent-file",
+        type=Path,
+        default=None,
+        help="fault switch: while this file exists, the devices at the addresses in it (one a line) stop"
+        " answering; their links stay up",
+    )
     sim.add_argument("--jbd-password", default=None, help="require this FF AA password")
     sim.add_argument("--jbd-passkey", type=int, default=None, help="require BLE passkey pairing")
     sim.add_argument(
@@ -199,7 +206,8 @@ async def _adapter_recovery(args: argparse.Namespace) -> int:
 
 
 def wedged_addresses(path: Path) -> set[str]:
-    """The addresses listed in ``path`` (one a line; none when it is missing or unreadable)."""
+    """The addresses listed in ``path``, upper case (one a line; none when it is missing or
+    unreadable): the simulator's fault switches."""
     try:
         return {word.upper() for word in path.read_text().split()}
     except OSError:
@@ -248,6 +256,10 @@ async def _sim(args: argparse.Namespace) -> int:
         while True:
             if args.wedge_file is not None and world.host_controller is not None:
                 world.host_controller.wedged = wedged_addresses(args.wedge_file)
+            if args.silent_file is not None:
+                silent = wedged_addresses(args.silent_file)
+                for peripheral in world.peripherals:
+                    peripheral.silent = peripheral.address in silent
             await asyncio.sleep(0.5)
     finally:
         await transport.close()
