@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SUNBOX_VPI_CACHE", Path.home() / ".cache" / "sunbox" / "vpi"))
@@ -277,8 +278,8 @@ stop $daemon; sync
 
 # the wedge met by a running collector: its links to the GATT devices made the wedged way,
 # then the battery stops answering. Its poll times out, its disconnect sticks in
-# bluetoothd, its reconnect fails, and the collector must climb the ladder by itself
-# (the D-Bus rung stuck behind that disconnect, then the helper's) and get every device back.
+# bluetoothd, and every device must be back (so far BlueZ has reconnected it without a
+# rung; where a reconnect fails, the collector climbs the ladder: its log says which rungs)
 echo "A4:C1:37:00:00:01 C8:47:80:00:00:02 A4:C1:37:00:00:07 F9:3E:4C:00:00:09" > /run/sunbox-sim-wedge
 sleep 2
 since=$(date +%s.%N)
@@ -377,10 +378,7 @@ def live_wedge(disk: Path, problems: list[str]) -> None:
     from the battery going silent to every device streaming again."""
     log_text = guest_file(disk, "/root/daemon5.log")
     times = guest_file(disk, "/root/live-wedge.times").split()
-    try:
-        back = json.loads(guest_file(disk, "/root/live-wedge-back.json") or "null")
-    except json.JSONDecodeError:
-        back = None
+    back = guest_json(disk, "/root/live-wedge-back.json")
     rungs = [
         line.split(": ", 1)[-1]
         for line in log_text.splitlines()
@@ -403,6 +401,14 @@ def live_wedge(disk: Path, problems: list[str]) -> None:
 def guest_file(disk: Path, path: str) -> str:
     result = subprocess.run(["debugfs", "-R", f"cat {path}", str(disk)], capture_output=True, text=True, check=False)
     return result.stdout
+
+
+def guest_json(disk: Path, path: str) -> Any:
+    """A JSON verdict the guest wrote, or None when it is missing or cut short."""
+    try:
+        return json.loads(guest_file(disk, path) or "null")
+    except json.JSONDecodeError:
+        return None
 
 
 def ble_test(keep: bool, release: str = "bookworm") -> int:
@@ -507,10 +513,7 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
     if stops:
         problems.append(stops.replace("\n", "; "))
     for name in ("daemon-start", "cycle-back", "restart", "after-recovery"):
-        try:
-            phases[name] = json.loads(guest_file(disk, f"/root/{name}.json") or "null")
-        except json.JSONDecodeError:
-            phases[name] = None
+        phases[name] = guest_json(disk, f"/root/{name}.json")
         print(f"--- {name}: {phases[name]}")
         if not phases[name] or not phases[name]["all"]:
             problems.append(f"{name}: not every device published again: {phases[name]}")
@@ -538,10 +541,7 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
     if stuck:
         problems.append(f"{stuck} disconnects did not complete")
     wedged = guest_file(disk, "/root/daemon3.log").count("disconnect did not complete")
-    try:
-        recovered = json.loads(guest_file(disk, "/root/recover.json") or "null")
-    except json.JSONDecodeError:
-        recovered = None
+    recovered = guest_json(disk, "/root/recover.json")
     print(f"--- wedge: {wedged} disconnects stuck at the collector's stop; recovery ladder: {recovered}")
     if not recovered or recovered.get("rung") is None:
         problems.append(f"the recovery ladder did not recover the adapter: {recovered}")
