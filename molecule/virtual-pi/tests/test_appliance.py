@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -696,23 +697,88 @@ def _sample_writes(host: Any) -> dict[str, Any]:
     return sample
 
 
-def _stored_messages(host: Any, token: str, seconds: float) -> int:
-    """Readings and health records the raw bucket holds for the last ``seconds``: one per
-    device, measurement and time."""
+def _stored_messages(host: Any, token: str, seconds: float) -> dict[str, int]:
+    """Per device, the readings and health records the raw bucket holds for the last
+    ``seconds``: one per device, measurement and time."""
     query = (
         f'from(bucket: "sunbox_raw") |> range(start: -{int(seconds)}s) '
         '|> keep(columns: ["device", "_measurement", "_time"]) |> group(columns: ["device", "_measurement"]) '
         '|> distinct(column: "_time") |> map(fn: (r) => ({r with _value: 1})) |> sum()'
     )
-    return sum(int(record["_value"]) for record in flux_records(host, token, query))
+    out: dict[str, int] = {}
+    for record in flux_records(host, token, query):
+        out[record["device"]] = out.get(record["device"], 0) + int(record["_value"])
+    return out
+
+
+def _wait_until_every_device_streams(host: Any, token: str, deadline_s: float = 600) -> float:
+    """Wait until every simulated device has a reading in the raw bucket from the last
+    15 s (a window measured with a device missing measures a smaller load, and the
+    collector's retries of it), then one more minute for the writer's backlog; returns
+    the seconds waited."""
+    start = time.monotonic()
+    fresh: set[str] = set()
+    while time.monotonic() - start < deadline_s:
+        fresh = {d for d, t in reading_times(host, token).items() if any(_epoch(x) > time.time() - 15 for x in t)}
+        if fresh >= DEVICES:
+            time.sleep(60)
+            return round(time.monotonic() - start, 1)
+        time.sleep(10)
+    raise AssertionError(f"devices streaming {deadline_s:.0f} s into the settle: {sorted(fresh)}")
+
+
+#: Every fsync, fdatasync and O_SYNC write on ext4 in the window, by the kernel's own
+#: tracepoint (tracefs, no tool to install): which process asked, on which file.
+_FSYNC_EVENT = "/sys/kernel/tracing/events/ext4/ext4_sync_file_enter/enable"
+_FSYNC_LINE = re.compile(r"^\s*(?P<comm>.+?)-(?P<pid>\d+)\s+\[\d+\].*ext4_sync_file_enter: .*?ino (?P<ino>\d+)")
+
+
+def _trace_fsyncs(host: Any, on: bool) -> None:
+    with host.sudo():
+        if on:
+            host.check_output(
+                "mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing; "
+                "echo 4096 > /sys/kernel/tracing/buffer_size_kb && echo > /sys/kernel/tracing/trace && "
+                f"echo 1 > {_FSYNC_EVENT}"
+            )
+        else:
+            host.run(f"echo 0 > {_FSYNC_EVENT}")
+
+
+def _fsyncs_by_process_and_file(host: Any, per_day: float) -> dict[str, Any]:
+    """The traced fsyncs per process name and, for the ten busiest files, per path (per day)."""
+    with host.sudo():
+        trace = host.check_output("cat /sys/kernel/tracing/trace")
+    by_comm: dict[str, int] = {}
+    by_ino: dict[str, int] = {}
+    for line in trace.splitlines():
+        match = _FSYNC_LINE.match(line)
+        if match:
+            by_comm[match["comm"]] = by_comm.get(match["comm"], 0) + 1
+            key = f"{match['comm']}:{match['ino']}"
+            by_ino[key] = by_ino.get(key, 0) + 1
+    files: dict[str, int] = {}
+    for key, count in sorted(by_ino.items(), key=lambda kv: -kv[1])[:10]:
+        comm, ino = key.rsplit(":", 1)
+        with host.sudo():
+            path = host.run(f"find / -xdev -inum {ino} -print -quit 2>/dev/null").stdout.strip()
+        files[f"{comm} {path or f'inode {ino} (gone)'}"] = round(count * per_day)
+    return {
+        "fsyncs_per_day_by_process": {c: round(n * per_day) for c, n in sorted(by_comm.items(), key=lambda kv: -kv[1])},
+        "fsyncs_per_day_by_file": files,
+    }
 
 
 def _measure_writes(host: Any, token: str, seconds: float) -> dict[str, Any]:
+    settled_s = _wait_until_every_device_streams(host, token)
+    _trace_fsyncs(host, True)
     first = _sample_writes(host)
     time.sleep(seconds)
     last = _sample_writes(host)
+    _trace_fsyncs(host, False)
     elapsed = last["t"] - first["t"]
-    messages = _stored_messages(host, token, elapsed)
+    per_device = _stored_messages(host, token, elapsed)
+    messages = sum(per_device.values())
     per_day = 86_400 / elapsed
     disk = {k: last["disk"][k] - first["disk"][k] for k in ("writes", "bytes") if first["disk"][k] is not None}
     if first["disk"]["flushes"] is not None:
@@ -721,7 +787,9 @@ def _measure_writes(host: Any, token: str, seconds: float) -> dict[str, Any]:
     kernel = disk["bytes"] - sum(u["bytes"] for u in units.values())
     return {
         "seconds": round(elapsed, 1),
+        "settled_s": settled_s,
         "stored_messages": messages,
+        "stored_messages_per_device": per_device,
         "disk_mb_per_day": round(disk["bytes"] * per_day / 1e6, 1),
         "disk_bytes_per_message": round(disk["bytes"] / max(messages, 1)),
         "flushes_per_day": None if "flushes" not in disk else round(disk["flushes"] * per_day),
@@ -735,6 +803,7 @@ def _measure_writes(host: Any, token: str, seconds: float) -> dict[str, Any]:
         },
         "writes_per_day": {u: round(v["writes"] * per_day) for u, v in units.items()},
         "disk": disk,
+        **_fsyncs_by_process_and_file(host, per_day),
     }
 
 
@@ -746,7 +815,7 @@ def _sed_sync_after_s(value: float) -> str:
 def _set_every_reading_synced(host: Any, synced: bool) -> None:
     """Switch the appliance between its played settings and every reading synced as it is
     taken with the settings before issue 28 (queue.sync_after_s 0, InfluxDB's WAL fsynced
-    per write, the writer's 1 s batches), then let it settle."""
+    per write, the writer's 1 s batches); each window waits for every device first."""
     with host.sudo():
         if synced:
             host.check_output(
@@ -764,7 +833,6 @@ def _set_every_reading_synced(host: Any, synced: bool) -> None:
                 " && cp -p /root/config.toml.played /etc/influxdb/config.toml"
             )
         host.check_output("systemctl restart influxdb && systemctl restart sunbox-store sunbox-collector")
-    time.sleep(90)  # every link up again, the writer's session drained
 
 
 @pytest.mark.skipif(WRITES_S <= 0, reason="a benchmark: ./play.sh virtual-pi --writes S (docs/storage.md)")
@@ -783,6 +851,7 @@ def test_disk_writes_per_stored_message(host: Any, secrets: dict[str, Any]) -> N
         print(json.dumps(report["every_reading_synced"]))
     finally:
         _set_every_reading_synced(host, False)
+        _wait_until_every_device_streams(host, token)
     Path(os.environ.get("SUNBOX_VPI_WRITES_REPORT", "/tmp/sunbox-virtual-pi-writes.json")).write_text(
         json.dumps(report, indent=2) + "\n"
     )
