@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sunbox.quantities import PROTECTION_BITS
 from sunbox.storage import pick
 
 HERE = Path(__file__).parent
@@ -35,21 +36,8 @@ DATASOURCE = {"type": "influxdb", "uid": "sunbox-influx"}
 #: the tiers 7 d, 31 d, 366 d and 3660 d.
 PICK_BUCKET = pick.flux()
 
-PROTECTION_WORDS = [
-    "cell overvoltage",
-    "cell undervoltage",
-    "pack overvoltage",
-    "pack undervoltage",
-    "charge overtemperature",
-    "charge undertemperature",
-    "discharge overtemperature",
-    "discharge undertemperature",
-    "charge overcurrent",
-    "discharge overcurrent",
-    "short circuit",
-    "front-end error",
-    "MOSFETs locked",
-]
+#: The protection bits in words, as the display shows them (one table: sunbox.quantities).
+PROTECTION_WORDS = list(PROTECTION_BITS)
 
 
 def _fields(names: list[str], bands: bool = True) -> str:

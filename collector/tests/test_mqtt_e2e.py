@@ -23,7 +23,7 @@ from sunbox.config import parse
 from sunbox.model import Reading
 from sunbox.mqtt.publisher import MqttPublisher
 from sunbox.mqtt.queue import DiskQueue
-from sunbox.service import BleBackend, Collector
+from sunbox.service import BleBackend, Collector, is_configured
 from sunbox.sim.peripherals import SimWorld
 from sunbox_stack.servers import Mosquitto
 
@@ -126,7 +126,7 @@ async def collector_running(
     """The collector publishing through a real :class:`MqttPublisher`; every reading is also
     appended to ``sent``. Without a ``backend``, only non-BLE sources can run."""
     queue = DiskQueue(config.queue.path, config.queue.max_age_s, config.queue.max_messages)
-    publisher = MqttPublisher(config.mqtt, queue)
+    publisher = MqttPublisher(config.mqtt, queue, configured=is_configured(config))
     publisher.start()
 
     def publish(reading: Reading) -> None:

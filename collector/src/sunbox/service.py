@@ -201,7 +201,7 @@ async def run_service(config: Config) -> None:
     from sunbox.mqtt.publisher import MqttPublisher
 
     queue = open_queue(config)
-    publisher = MqttPublisher(config.mqtt, queue)
+    publisher = MqttPublisher(config.mqtt, queue, configured=is_configured(config))
     publisher.start()
     backend = await open_backend(config) if config.devices or config.victron_adverts else BleBackend()
     sink = CsvSink(config.csv.directory, config.csv.keep_days) if config.csv.enabled else None
@@ -233,6 +233,18 @@ async def run_service(config: Config) -> None:
             sink.close()
 
 
+def is_configured(config: Config) -> Callable[[str], bool]:
+    """Whether a device id belongs to this configuration: a configured id, or one of a
+    Venus OS source's devices (``<id>-<service>-<instance>``)."""
+    ids = frozenset(expected_ids(config))
+    venus = tuple(f"{d.id}-" for d in config.venus)
+
+    def configured(device_id: str) -> bool:
+        return device_id in ids or device_id.startswith(venus)
+
+    return configured
+
+
 def expected_ids(config: Config) -> list[str]:
     """Every configured device id (a Venus source counts as read once any of its devices is)."""
     ids = [d.id for d in config.devices] + [d.id for d in config.vedirect]
@@ -260,7 +272,7 @@ async def run_once(config: Config, timeout: float) -> OnceResult:
     from sunbox.mqtt.publisher import MqttPublisher
 
     queue = open_queue(config)
-    publisher = MqttPublisher(config.mqtt, queue)
+    publisher = MqttPublisher(config.mqtt, queue, configured=is_configured(config))
     publisher.start()
     backend = await open_backend(config) if config.devices or config.victron_adverts else BleBackend()
     sink = CsvSink(config.csv.directory, config.csv.keep_days) if config.csv.enabled else None

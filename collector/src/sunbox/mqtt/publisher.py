@@ -24,6 +24,13 @@ every reading of that topic up to that time is in InfluxDB. Rows sent but not re
 stored are sent again after every reconnect, and when no report came for
 ``ack_timeout_s`` (doubling up to an hour while the writer stays away). A reading sent
 twice is one point in InfluxDB (same series and time), so a resend never duplicates.
+
+Home Assistant discovery (``mqtt.discovery``, :mod:`sunbox.mqtt.discovery`): each entity
+is announced the first time its device sends a value for it, again on every connect
+and when Home Assistant publishes ``online`` on ``<discovery_prefix>/status``; the state
+is sent once more :data:`ECHO_AFTER_S` later so that Home Assistant's first value is not
+lost. What was announced is kept retained on ``<prefix>/_discovery/announced``; a device
+in it that the configuration no longer has is removed (empty retained configs).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -41,19 +49,28 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sunbox.config import MqttConfig
 from sunbox.model import Reading, now_ms
 
-from .discovery import discovery_messages
+from .discovery import config_topic, discovery_messages, entity_keys, removal_messages
 from .queue import DiskQueue, Message
 
 LOG = logging.getLogger(__name__)
 
 DRAIN_BATCH = 200
+#: After announcing new entities, a device's state is sent again this many seconds later:
+#: Home Assistant subscribes to a new entity's state topic some milliseconds after its
+#: config arrives, and the state topic is not retained (the writer stores the copy over
+#: the same point).
+ECHO_AFTER_S = 2.0
 
 
 class MqttPublisher:
     """Thread-safe publisher; :meth:`publish_reading` may be called from the event loop."""
 
-    def __init__(self, config: MqttConfig, queue: DiskQueue) -> None:
+    def __init__(self, config: MqttConfig, queue: DiskQueue, configured: Callable[[str], bool] | None = None) -> None:
+        """``configured(device_id)``: whether a device id belongs to the configuration (a
+        device announced to Home Assistant by an earlier run that is no longer configured
+        is removed from it); None: every device is kept."""
         self.config = config
+        self._configured = configured
         self.queue = queue
         self.prefix = config.topic_prefix
         self.published = 0
@@ -70,7 +87,19 @@ class MqttPublisher:
         self.broker_state = "connecting"
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._discovery: dict[str, tuple[str, str | None]] = {}
+        #: Home Assistant discovery: the entity keys announced per device, its model,
+        #: the newest payload per state/health topic, copies due (monotonic time, topic,
+        #: payload), and the config topics announced per device (kept retained in the
+        #: broker on ``<prefix>/_discovery/announced``, merged with an earlier run's)
+        self._entities: dict[str, set[str]] = {}
+        self._models: dict[str, str | None] = {}
+        self._latest: dict[str, bytes] = {}
+        self._echoes: list[tuple[float, str, bytes]] = []
+        self._index: dict[str, list[str]] = {}
+        self.index_topic = f"{self.prefix}/_discovery/announced"
+        self.status_topic = f"{config.discovery_prefix}/status"
+        self._ha_online = False
+        self._index_payload: bytes | None = None
         self._availability: dict[str, str] = {}
         self.hold = config.hold_until_stored
         self.stored_topic = f"{self.prefix}/_store/stored"
@@ -93,7 +122,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_stored
+        client.on_message = self._on_message
         self.client = client
         self._drainer = threading.Thread(target=self._drain_loop, name="mqtt-drain", daemon=True)
 
@@ -168,11 +197,12 @@ class MqttPublisher:
         client.publish(f"{self.prefix}/collector/availability", "online", qos=1, retain=True)
         with self._lock:
             self._connected = True
-            announcements = dict(self._discovery)
             availability = dict(self._availability)
         if self.config.discovery:
-            for device_id, (kind, model) in announcements.items():
-                self._announce(device_id, kind, model)
+            # the retained index of what was announced before (removals, on its arrival),
+            # and Home Assistant's own birth message (announce again, on "online")
+            client.subscribe([(self.index_topic, 1), (self.status_topic, 1)])
+            self._announce_all(echo=False)
         for device_id, state in availability.items():
             client.publish(f"{self.prefix}/{device_id}/availability", state, qos=1, retain=True)
         if self.hold:
@@ -196,18 +226,112 @@ class MqttPublisher:
 
     # --- publishing -------------------------------------------------------------
 
-    def _announce(self, device_id: str, kind: str, model: str | None) -> None:
-        for topic, payload in discovery_messages(device_id, kind, model, self.prefix, self.config.discovery_prefix):
+    def _announce(self, device_id: str, keys: set[str], model: str | None) -> None:
+        for topic, payload in discovery_messages(device_id, model, keys, self.prefix, self.config.discovery_prefix):
             self.client.publish(topic, payload, qos=1, retain=True)
 
-    def register_device(self, device_id: str, kind: str, model: str | None = None) -> None:
-        """Remember a device for Home Assistant discovery (sent on every connect)."""
+    def _announce_all(self, echo: bool) -> None:
+        """Announce every entity known (on connect, and when Home Assistant comes online:
+        then each device's newest state follows after :data:`ECHO_AFTER_S`)."""
         with self._lock:
-            known = self._discovery.get(device_id)
-            self._discovery[device_id] = (kind, model)
+            entities = {device_id: set(keys) for device_id, keys in self._entities.items()}
+            models = dict(self._models)
+            if echo:
+                due = time.monotonic() + ECHO_AFTER_S
+                self._echoes.extend((due, topic, payload) for topic, payload in self._latest.items())
+        for device_id, keys in entities.items():
+            self._announce(device_id, keys, models.get(device_id))
+        if echo:
+            self._wake.set()
+
+    def _discover(self, reading: Reading, topic: str, payload: bytes) -> None:
+        """Announce the entities this reading gives a value for that are not announced
+        yet (all of them again when the model changes), and send the state once more
+        after Home Assistant has subscribed to it."""
+        keys = entity_keys(reading.values)
+        model = reading.values.get("model") if reading.kind != "health" else None
+        with self._lock:
+            self._latest[topic] = payload
+            known = self._entities.setdefault(reading.device_id, set())
+            new = keys - known
+            if reading.kind != "health" and model is not None and model != self._models.get(reading.device_id):
+                self._models[reading.device_id] = model
+                new = keys | known
+            if not new:
+                return
+            known.update(keys)
+            model = self._models.get(reading.device_id)
             connected = self._connected
-        if connected and self.config.discovery and known != (kind, model):
-            self._announce(device_id, kind, model)
+            index = self._index.setdefault(reading.device_id, [])
+            added = [t for t in (config_topic(self.config.discovery_prefix, reading.device_id, k) for k in keys) if t]
+            grew = not set(added) <= set(index)
+            index.extend(t for t in added if t not in index)
+            if connected:
+                self._echoes.append((time.monotonic() + ECHO_AFTER_S, topic, payload))
+        if connected:
+            self._announce(reading.device_id, new, model)
+            if grew:
+                self._publish_index()
+            self._wake.set()
+
+    def _publish_index(self) -> None:
+        with self._lock:
+            index = json.dumps(self._index, separators=(",", ":"), sort_keys=True).encode()
+        self.client.publish(self.index_topic, index, qos=1, retain=True)
+
+    def _on_index(self, payload: bytes) -> None:
+        """An earlier run's index of announced config topics (retained, once per connect):
+        the devices no longer configured are removed from Home Assistant; the rest is
+        kept, so an entity announced before and not yet sent in this run stays."""
+        try:
+            earlier = json.loads(payload) if payload else {}
+            if not isinstance(earlier, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(t, str) for t in v)
+                for k, v in earlier.items()
+            ):
+                raise ValueError("not an object of device id: [config topics]")
+        except ValueError as exc:
+            LOG.warning("skipped the discovery index on %s: %s", self.index_topic, exc)
+            return
+        gone = {d: t for d, t in earlier.items() if self._configured is not None and not self._configured(d)}
+        with self._lock:
+            for device_id, topics in earlier.items():
+                if device_id in gone:
+                    continue
+                index = self._index.setdefault(device_id, [])
+                index.extend(t for t in topics if t not in index)
+            changed = self._index != earlier
+        for device_id, topics in gone.items():
+            LOG.info("removing %s from Home Assistant: no longer configured (%d entities)", device_id, len(topics))
+            for topic, empty in removal_messages(topics):
+                self.client.publish(topic, empty, qos=1, retain=True)
+        if changed:
+            self._publish_index()
+
+    def _discovery_work(self) -> None:
+        """(drain thread) What the network thread handed over, and the copies due."""
+        payload, self._index_payload = self._index_payload, None
+        if payload is not None:
+            self._on_index(payload)
+        if self._ha_online:
+            self._ha_online = False
+            LOG.info("Home Assistant is online: announcing every entity again")
+            self._announce_all(echo=True)
+        self._send_echoes()
+
+    def _send_echoes(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if not self._connected:
+                return
+            due = [(topic, payload) for when, topic, payload in self._echoes if when <= now]
+            self._echoes = [e for e in self._echoes if e[0] > now]
+        for topic, payload in due:
+            self.client.publish(topic, payload, qos=0, retain=False)
+
+    def _next_echo_in(self) -> float | None:
+        with self._lock:
+            return None if not self._echoes else max(0.0, min(e[0] for e in self._echoes) - time.monotonic())
 
     def set_availability(self, device_id: str, online: bool) -> None:
         state = "online" if online else "offline"
@@ -241,14 +365,16 @@ class MqttPublisher:
             self.queued += 1
 
     def publish_reading(self, reading: Reading) -> None:
-        """Publish a reading (kind battery/charger) or health record to its topic."""
+        """Publish a reading or health record to its topic (announcing to Home Assistant
+        what it sends for the first time)."""
         leaf = "health" if reading.kind == "health" else "state"
-        if reading.kind != "health":
-            self.register_device(reading.device_id, reading.kind, reading.values.get("model"))
-        else:
+        if reading.kind == "health":
             self.set_availability(reading.device_id, bool(reading.values.get("connected")))
         topic = f"{self.prefix}/{reading.device_id}/{leaf}"
-        self.publish(Message(topic, reading.to_json(), 1, False, reading.time_ms, held=self.hold))
+        payload = reading.to_json()
+        self.publish(Message(topic, payload, 1, False, reading.time_ms, held=self.hold))
+        if self.config.discovery:
+            self._discover(reading, topic, payload)
 
     # --- drain (own thread) -----------------------------------------------------
 
@@ -256,8 +382,11 @@ class MqttPublisher:
         while not self._stop.is_set():
             # every second while readings wait in the fresh queue: what waited there
             # longer than sync_after_s is synced (the pulled-plug bound, docs/storage.md)
-            self._wake.wait(1 if self.queue.sync_after_ms else 5)
+            wait = 1.0 if self.queue.sync_after_ms else 5.0
+            echo_in = self._next_echo_in()
+            self._wake.wait(wait if echo_in is None else min(wait, echo_in))
             self._wake.clear()
+            self._discovery_work()
             now = now_ms()
             self.queue.spill(now)
             self.queue.prune(now)
@@ -281,10 +410,21 @@ class MqttPublisher:
         )
         self._ack_timeout_s = min(self._ack_timeout_s * 2, 3600.0)
 
-    def _on_stored(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        """The writer's report (it touches only the queue, never ``_lock``: see the note
+        on ``_lock``), Home Assistant's birth message, or the discovery index: those two
+        are handed to the drain thread."""
+        if message.topic == self.stored_topic:
+            self._on_stored(message)
+        elif message.topic == self.status_topic and message.payload == b"online":
+            self._ha_online = True  # plain stores: the drain thread does the work
+            self._wake.set()
+        elif message.topic == self.index_topic:
+            self._index_payload = message.payload
+            self._wake.set()
+
+    def _on_stored(self, message: mqtt.MQTTMessage) -> None:
         """The writer's report (network thread; touches only the queue, never ``_lock``)."""
-        if message.topic != self.stored_topic:
-            return
         try:
             report = json.loads(message.payload)
             if not isinstance(report, dict) or not all(

@@ -10,7 +10,8 @@ Pure functions, no I/O. The schema (see ``docs/data-model.md``, "InfluxDB"):
   Only the fields in :data:`TEXT_FIELDS` may be strings and only those in
   :data:`BOOL_FIELDS` booleans; any other field must be a number. InfluxDB fixes a
   field's type per shard by the first value it sees, so one stray string would make it
-  refuse every number of that field for the rest of the shard's time range. A list
+  refuse every number of that field for the rest of the shard's time range. The sets
+  come from the table of quantities (:mod:`sunbox.quantities`). A list
   ``cell_voltages`` becomes the fields ``cell_voltage_01``, ``cell_voltage_02``, ... (the
   list name without its plural ``s``, numbered from 01); ``null`` values and ``null``
   list items are not written;
@@ -28,110 +29,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sunbox import topics
+from sunbox import quantities, topics
 from sunbox.config import DEVICE_ID_PATTERN
 
 #: Bitmask fields: integers, aggregated with bitwise OR in the tiers.
-FLAG_FIELDS: frozenset[str] = frozenset(
-    {
-        "alarm_bits",
-        "protection_bits",
-        "balance_bits",
-        "warning_bits",
-        "off_reason_bits",
-        "error_bits",
-        "bms_bits",
-        "io_bits",
-    }
-)
-
+FLAG_FIELDS: frozenset[str] = quantities.names(type="flags")
 #: Numeric fields that are states, counters or constants: the tiers keep the window's
 #: last value instead of mean/min/max. Booleans and strings are always "last".
-LAST_FIELDS: frozenset[str] = frozenset(
-    {
-        # battery
-        "cycles",
-        "capacity_nominal",
-        "cell_count",
-        # charger
-        "charge_state_code",
-        "yield_today",
-        "yield_total",
-        "consumed_today",
-        "consumed_total",
-        "max_charge_power_today",
-        "days_running",
-        "firmware_version",
-        # Victron
-        "error_code",
-        "device_state_code",
-        "ac_in_state_code",
-        "mppt_mode",
-        "device_mode",
-        "ac_in_active",
-        "inverter_state_code",
-        "balancer_state_code",
-        "output_state_code",
-        "alarm_level_code",
-        "monitor_mode_code",
-        "ac_out_nominal_voltage",
-        "ac_out_rated_power",
-        "charger_max_current",
-        "yield_system",
-        "day_sequence",
-        "yield_yesterday",
-        "max_charge_power_yesterday",
-        "full_discharges",
-        "deepest_discharge_ah",
-        "last_discharge_ah",
-        "average_discharge_ah",
-        "cumulative_ah_drawn",
-        "min_voltage",
-        "max_voltage",
-        "min_starter_voltage",
-        "max_starter_voltage",
-        "seconds_since_full_charge",
-        "automatic_syncs",
-        "low_voltage_alarms",
-        "high_voltage_alarms",
-        "discharged_energy",
-        "charged_energy",
-        "uptime",
-        # health
-        "last_reading_ms",
-        "reconnects",
-        "consecutive_errors",
-        "errors_total",
-        "skipped_frames",
-        "adapter_recoveries",
-    }
-)
-
+LAST_FIELDS: frozenset[str] = quantities.names(type="number", role="last")
 #: Fields whose values are text.
-TEXT_FIELDS: frozenset[str] = frozenset(
-    {
-        "model",
-        "production_date",
-        "software_version",
-        "charge_state",
-        "last_error",
-        # Victron
-        "product_id",
-        "firmware",
-        "serial",
-        "device_state",
-        "ac_in_state",
-        "balancer_state",
-        "output_state",
-        "alarm_level",
-        "monitor_mode",
-    }
-)
-
+TEXT_FIELDS: frozenset[str] = quantities.names(type="text")
 #: Fields whose values are booleans.
-BOOL_FIELDS: frozenset[str] = frozenset(
-    {"charge_fet_on", "discharge_fet_on", "load_on", "connected", "alarm_on", "relay_on"}
-)
+BOOL_FIELDS: frozenset[str] = quantities.names(type="bool")
 
 #: Fields the tiers keep as the window's last value.
 LAST_VALUE_FIELDS: frozenset[str] = LAST_FIELDS | TEXT_FIELDS | BOOL_FIELDS

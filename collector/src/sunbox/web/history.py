@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 
+from sunbox import quantities
 from sunbox.storage import pick
 from sunbox.topics import QUALIFIED_DEVICE_PATTERN
 
@@ -52,23 +53,27 @@ class StorageUnavailable(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Quantity:
-    """A chartable quantity: measurement, field, unit, and whether History negates it."""
+    """A chartable quantity: measurement, field, label, and whether History negates it;
+    its unit is the table of quantities' (:mod:`sunbox.quantities`)."""
 
     measurement: str
     field: str
-    unit: str
     label: str
     negate: bool = False
 
+    @property
+    def unit(self) -> str:
+        return quantities.QUANTITIES[self.field].unit or ""
+
 
 QUANTITIES: dict[str, Quantity] = {
-    "soc": Quantity("battery", "soc", "%", "State of charge"),
-    "battery_power": Quantity("battery", "power", "W", "Battery power (+ discharge, − charge)", negate=True),
-    "solar_power": Quantity("charger", "charge_power", "W", "Solar charge power"),
-    "pv_voltage": Quantity("charger", "pv_voltage", "V", "PV voltage"),
-    "voltage": Quantity("battery", "voltage", "V", "Battery voltage"),
-    "current": Quantity("battery", "current", "A", "Battery current (+ charge)"),
-    "cell_delta": Quantity("battery", "cell_voltage_delta", "V", "Cell spread"),
+    "soc": Quantity("battery", "soc", "State of charge"),
+    "battery_power": Quantity("battery", "power", "Battery power (+ discharge, − charge)", negate=True),
+    "solar_power": Quantity("charger", "charge_power", "Solar charge power"),
+    "pv_voltage": Quantity("charger", "pv_voltage", "PV voltage"),
+    "voltage": Quantity("battery", "voltage", "Battery voltage"),
+    "current": Quantity("battery", "current", "Battery current (+ charge)"),
+    "cell_delta": Quantity("battery", "cell_voltage_delta", "Cell spread"),
 }
 
 #: Named ranges (the page's buttons), seconds back from now.

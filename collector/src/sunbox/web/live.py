@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sunbox import topics
-from sunbox.protocols.jbd import PROTECTION_NAMES
+from sunbox.quantities import PROTECTION_BITS
 from sunbox.storage.points import PayloadError, parse_reading
 
 #: Words for the JBD protection bits (bit 0 first), as the dashboards spell them.
-PROTECTION_WORDS = tuple(name.replace("_", " ").replace("afe error", "front-end error") for name in PROTECTION_NAMES)
+PROTECTION_WORDS = PROTECTION_BITS
 
 
 def alarm_words(kind: str, state: dict[str, Any]) -> list[str]:
