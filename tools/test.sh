@@ -34,6 +34,13 @@ if [ $# -eq 0 ] && [ "$(id -u)" = 0 ] && [ "$(uname -s)" = Linux ]; then
   .venv/bin/python tools/vpi/appliance.py prebuild >"$prebuild_log" 2>&1 &
 fi
 .venv/bin/pip install -q -c collector/constraints.txt -e 'collector[test]' -e tools/stack
+# ... and the real Home Assistant's chroot (about 2 min cold), which its test waits for
+# through the same kind of file lock (tools/stack/src/sunbox_stack/homeassistant.py)
+if [ $# -eq 0 ] && [ "$(id -u)" = 0 ] && [ "$(uname -s)" = Linux ]; then
+  ha_log=${TMPDIR:-/tmp}/sunbox-homeassistant-build.log
+  echo "== Home Assistant's chroot, in the background (log: $ha_log)"
+  .venv/bin/python -m sunbox_stack.homeassistant build >"$ha_log" 2>&1 &
+fi
 
 echo "== provisioning the test stack"
 .venv/bin/sunbox-stack

@@ -370,6 +370,10 @@ class MqttPublisher:
         leaf = "health" if reading.kind == "health" else "state"
         if reading.kind == "health":
             self.set_availability(reading.device_id, bool(reading.values.get("connected")))
+        elif reading.device_id not in self._availability:
+            # a device with no health of its own (a Venus OS GX's batteries and chargers):
+            # its reading says it is there
+            self.set_availability(reading.device_id, True)
         topic = f"{self.prefix}/{reading.device_id}/{leaf}"
         payload = reading.to_json()
         self.publish(Message(topic, payload, 1, False, reading.time_ms, held=self.hold))
