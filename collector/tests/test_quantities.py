@@ -192,3 +192,32 @@ def test_energy_counters_suit_the_energy_dashboard() -> None:
     for name in ("yield_total", "yield_today", "charged_energy", "discharged_energy"):
         quantity = QUANTITIES[name]
         assert (quantity.unit, quantity.device_class, quantity.state_class) == ("Wh", "energy", "total_increasing")
+
+
+def stored_name_known(field: str) -> bool:
+    """A field of the raw bucket or a tier that the table describes: a name, a list item
+    (``cell_voltage_03``), either with a tier's ``_min``/``_max``, or a list's prefix."""
+    base = re.sub(r"_(min|max)$", "", field)
+    if base in QUANTITIES or field == "raw_values":  # raw_values: the tiers' marker
+        return True
+    stem = re.sub(r"_(\d\d)?$", "", base)
+    return QUANTITIES.get(stem + "s") is not None and QUANTITIES[stem + "s"].type == "numbers"
+
+
+def test_every_field_the_grafana_dashboards_query_is_in_the_table() -> None:
+    fields: set[str] = set()
+    for path in (ROOT / "grafana" / "dashboards").glob("*.json"):
+        text = path.read_text()
+        fields |= set(re.findall(r'_field == \\"([a-z0-9_]+)\\"', text))
+        for group in re.findall(r"r\._field =~ /\^\(?([a-z0-9_|]+)", text):
+            fields |= set(group.split("|"))
+    assert len(fields) > 20
+    assert not {f for f in fields if not stored_name_known(f)}, "fields the table does not describe"
+    assert not stored_name_known("cell_volts") and stored_name_known("temperature_02_max")
+
+
+def test_every_reading_field_the_display_reads_is_in_the_table() -> None:
+    main_js = (ROOT / "collector" / "web" / "src" / "main.js").read_text()
+    read = set(re.findall(r"\bstate\.([a-z_]+)", main_js))
+    assert {"soc", "pv_power", "cell_voltages"} <= read
+    assert read <= set(QUANTITIES), sorted(read - set(QUANTITIES))
