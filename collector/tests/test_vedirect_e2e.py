@@ -63,7 +63,8 @@ async def test_vedirect_readings_reach_a_subscriber(mosquitto: Mosquitto, tmp_pa
             subscriber.close()
     charger = subscriber.states("mppt")
     assert all(s["kind"] == "charger" and s["model"] == "BlueSolar Charger MPPT 75/15" for s in charger)
-    assert all(25 < s["pv_voltage"] < 40 and s["battery_voltage"] > 12 for s in charger)
+    # the capture's VPV runs from 16.25 V to 38.3 V; a BlueSolar on a 12 V bank
+    assert all(16 <= s["pv_voltage"] < 40 and s["battery_voltage"] > 12 for s in charger)
     assert all(s["charge_state"] in ("bulk", "absorption", "float", "off") for s in charger)
     shunt = subscriber.states("shunt")
     # every battery reading is a merged BMV pair: main and history fields together

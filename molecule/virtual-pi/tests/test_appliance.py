@@ -864,7 +864,7 @@ def test_disk_writes_per_stored_message(host: Any, secrets: dict[str, Any]) -> N
 #: a collector restart yet (issue 35), so that mode is not in the test command.
 CUTS = int(os.environ.get("SUNBOX_VPI_CUTS", "1"))
 #: The durability modes the cuts take in turn (issue 28, docs/storage.md): as played
-#: (``queue.sync_after_s`` 25: what the writer has not stored within that is synced), and
+#: (``queue.sync_after_s`` 30: what the writer has not stored within that is synced), and
 #: every reading synced as it is taken (``sync_after_s: 0``, for an SSD).
 CUT_MODES = ["played", "every-reading-synced"]
 #: Every device streams again after a cut, the bonded ones (passkey pairing) too: their

@@ -27,10 +27,14 @@ twice is one point in InfluxDB (same series and time), so a resend never duplica
 
 Home Assistant discovery (``mqtt.discovery``, :mod:`sunbox.mqtt.discovery`): each entity
 is announced the first time its device sends a value for it, again on every connect
-and when Home Assistant publishes ``online`` on ``<discovery_prefix>/status``; the state
-is sent once more :data:`ECHO_AFTER_S` later so that Home Assistant's first value is not
-lost. What was announced is kept retained on ``<prefix>/_discovery/announced``; a device
-in it that the configuration no longer has is removed (empty retained configs).
+and when Home Assistant publishes ``online`` on ``<discovery_prefix>/status``. The reading
+that brought new entities, and every message after it, waits :data:`SETTLE_S` in the
+queue: Home Assistant subscribes to a new entity's state topic only after its config
+arrived, and state topics are not retained, so its first value would be lost. (Sending
+the state twice instead would let a copy overtake older readings still queued, and the
+writer's "stored through" report would then acknowledge readings it never stored.)
+What was announced is kept retained on ``<prefix>/_discovery/announced``; a device in it
+that the configuration no longer has is removed (empty retained configs).
 """
 
 from __future__ import annotations
@@ -55,11 +59,10 @@ from .queue import DiskQueue, Message
 LOG = logging.getLogger(__name__)
 
 DRAIN_BATCH = 200
-#: After announcing new entities, a device's state is sent again this many seconds later:
+#: After announcing new entities, messages wait this many seconds before they are sent:
 #: Home Assistant subscribes to a new entity's state topic some milliseconds after its
-#: config arrives, and the state topic is not retained (the writer stores the copy over
-#: the same point).
-ECHO_AFTER_S = 2.0
+#: config arrives, and state topics are not retained.
+SETTLE_S = 2.0
 
 
 class MqttPublisher:
@@ -88,13 +91,12 @@ class MqttPublisher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         #: Home Assistant discovery: the entity keys announced per device, its model,
-        #: the newest payload per state/health topic, copies due (monotonic time, topic,
-        #: payload), and the config topics announced per device (kept retained in the
-        #: broker on ``<prefix>/_discovery/announced``, merged with an earlier run's)
+        #: until when (monotonic) messages wait for announcements to settle, and the
+        #: config topics announced per device (kept retained in the broker on
+        #: ``<prefix>/_discovery/announced``, merged with an earlier run's)
         self._entities: dict[str, set[str]] = {}
         self._models: dict[str, str | None] = {}
-        self._latest: dict[str, bytes] = {}
-        self._echoes: list[tuple[float, str, bytes]] = []
+        self._settle_until = 0.0
         self._index: dict[str, list[str]] = {}
         self.index_topic = f"{self.prefix}/_discovery/announced"
         self.status_topic = f"{config.discovery_prefix}/status"
@@ -202,7 +204,7 @@ class MqttPublisher:
             # the retained index of what was announced before (removals, on its arrival),
             # and Home Assistant's own birth message (announce again, on "online")
             client.subscribe([(self.index_topic, 1), (self.status_topic, 1)])
-            self._announce_all(echo=False)
+            self._announce_all()
         for device_id, state in availability.items():
             client.publish(f"{self.prefix}/{device_id}/availability", state, qos=1, retain=True)
         if self.hold:
@@ -230,28 +232,22 @@ class MqttPublisher:
         for topic, payload in discovery_messages(device_id, model, keys, self.prefix, self.config.discovery_prefix):
             self.client.publish(topic, payload, qos=1, retain=True)
 
-    def _announce_all(self, echo: bool) -> None:
-        """Announce every entity known (on connect, and when Home Assistant comes online:
-        then each device's newest state follows after :data:`ECHO_AFTER_S`)."""
+    def _announce_all(self) -> None:
+        """Announce every entity known (on connect, and when Home Assistant comes online;
+        then Home Assistant shows each value from the device's next reading)."""
         with self._lock:
             entities = {device_id: set(keys) for device_id, keys in self._entities.items()}
             models = dict(self._models)
-            if echo:
-                due = time.monotonic() + ECHO_AFTER_S
-                self._echoes.extend((due, topic, payload) for topic, payload in self._latest.items())
         for device_id, keys in entities.items():
             self._announce(device_id, keys, models.get(device_id))
-        if echo:
-            self._wake.set()
 
-    def _discover(self, reading: Reading, topic: str, payload: bytes) -> None:
+    def _discover(self, reading: Reading) -> None:
         """Announce the entities this reading gives a value for that are not announced
-        yet (all of them again when the model changes), and send the state once more
-        after Home Assistant has subscribed to it."""
+        yet (all of them again when the model changes); what is published next waits
+        :data:`SETTLE_S`."""
         keys = entity_keys(reading.values)
         model = reading.values.get("model") if reading.kind != "health" else None
         with self._lock:
-            self._latest[topic] = payload
             known = self._entities.setdefault(reading.device_id, set())
             new = keys - known
             if reading.kind != "health" and model is not None and model != self._models.get(reading.device_id):
@@ -267,12 +263,11 @@ class MqttPublisher:
             grew = not set(added) <= set(index)
             index.extend(t for t in added if t not in index)
             if connected:
-                self._echoes.append((time.monotonic() + ECHO_AFTER_S, topic, payload))
+                self._settle_until = time.monotonic() + SETTLE_S
         if connected:
             self._announce(reading.device_id, new, model)
             if grew:
                 self._publish_index()
-            self._wake.set()
 
     def _publish_index(self) -> None:
         with self._lock:
@@ -316,22 +311,11 @@ class MqttPublisher:
         if self._ha_online:
             self._ha_online = False
             LOG.info("Home Assistant is online: announcing every entity again")
-            self._announce_all(echo=True)
-        self._send_echoes()
+            self._announce_all()
 
-    def _send_echoes(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if not self._connected:
-                return
-            due = [(topic, payload) for when, topic, payload in self._echoes if when <= now]
-            self._echoes = [e for e in self._echoes if e[0] > now]
-        for topic, payload in due:
-            self.client.publish(topic, payload, qos=0, retain=False)
-
-    def _next_echo_in(self) -> float | None:
-        with self._lock:
-            return None if not self._echoes else max(0.0, min(e[0] for e in self._echoes) - time.monotonic())
+    def _settling_for(self) -> float:
+        """Seconds messages still wait for the newest announcements (0: none)."""
+        return max(0.0, self._settle_until - time.monotonic())
 
     def set_availability(self, device_id: str, online: bool) -> None:
         state = "online" if online else "offline"
@@ -350,7 +334,7 @@ class MqttPublisher:
             self._wake.set()
             return
         with self._lock:
-            if self._connected and len(self.queue) == 0:
+            if self._connected and len(self.queue) == 0 and not self._settling_for():
                 info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:
                     if message.qos:
@@ -374,11 +358,10 @@ class MqttPublisher:
             # a device with no health of its own (a Venus OS GX's batteries and chargers):
             # its reading says it is there
             self.set_availability(reading.device_id, True)
-        topic = f"{self.prefix}/{reading.device_id}/{leaf}"
-        payload = reading.to_json()
-        self.publish(Message(topic, payload, 1, False, reading.time_ms, held=self.hold))
         if self.config.discovery:
-            self._discover(reading, topic, payload)
+            self._discover(reading)
+        topic = f"{self.prefix}/{reading.device_id}/{leaf}"
+        self.publish(Message(topic, reading.to_json(), 1, False, reading.time_ms, held=self.hold))
 
     # --- drain (own thread) -----------------------------------------------------
 
@@ -387,8 +370,8 @@ class MqttPublisher:
             # every second while readings wait in the fresh queue: what waited there
             # longer than sync_after_s is synced (the pulled-plug bound, docs/storage.md)
             wait = 1.0 if self.queue.sync_after_ms else 5.0
-            echo_in = self._next_echo_in()
-            self._wake.wait(wait if echo_in is None else min(wait, echo_in))
+            settling = self._settling_for()
+            self._wake.wait(min(wait, settling) if settling else wait)
             self._wake.clear()
             self._discovery_work()
             now = now_ms()
@@ -396,7 +379,7 @@ class MqttPublisher:
             self.queue.prune(now)
             if self.hold:
                 self._resend_if_unreported()
-            while self._connected and not self._stop.is_set() and len(self.queue):
+            while self._connected and not self._stop.is_set() and len(self.queue) and not self._settling_for():
                 if not self._drain_batch():
                     break
 
