@@ -103,7 +103,7 @@ class Tier(Strict):
 
 
 DEFAULT_TIERS = (
-    Tier(name="2m", every=120, retention=7 * 86400, shard_group=86400, run_every=600),
+    Tier(name="2m", every=120, retention=7 * 86400, shard_group=86400, run_every=1800),
     Tier(name="5m", every=300, retention=31 * 86400, shard_group=7 * 86400, run_every=1800),
     Tier(name="30m", every=1800, retention=366 * 86400, shard_group=28 * 86400, run_every=7200),
     Tier(name="2h", every=7200, retention=3660 * 86400, shard_group=364 * 86400),
