@@ -20,8 +20,9 @@ from sunbox.model import Health
 from sunbox.mqtt.discovery import discovery_messages, entity_keys
 from sunbox.protocols import jbd, litime, vedirect, venus, victron_advert
 from sunbox.protocols.errors import FrameError
+from sunbox.protocols.victron_records import RECORD_TYPES, decode_record
 from sunbox.protocols.vreg_registers import FAMILIES, REGISTERS
-from sunbox.quantities import PROTECTION_BITS, QUANTITIES, names
+from sunbox.quantities import FAMILY_QUANTITIES, PROTECTION_BITS, QUANTITIES, names
 from sunbox.storage import points
 from sunbox.web import history, live
 
@@ -43,37 +44,58 @@ def doc_rows() -> dict[str, str]:
     return rows
 
 
-def emitted_names(vectors: dict[str, Any]) -> set[str]:
-    """Every name a decoder declares or emits on the project's captured frames."""
-    out: set[str] = set()
+def family_names(vectors: dict[str, Any]) -> dict[str, set[str]]:
+    """Per device family, every name its decoders declare or emit on the project's
+    captured frames and published test vectors."""
+    out: dict[str, set[str]] = {"jbd": set(cell_statistics([3.3, None]))}
     for vector in vectors["jbd"]:
-        out.update(jbd.decode(bytes.fromhex(vector["hex"])))
-    out.update(cell_statistics([3.3, None]))
-    out.update(litime.decode(bytes.fromhex(vectors["litime_mppt"][0]["hex"])))
+        out["jbd"].update(jbd.decode(bytes.fromhex(vector["hex"])))
+    out["litime"] = set(litime.decode(bytes.fromhex(vectors["litime_mppt"][0]["hex"])))
+    out["litime"].update(("model", "firmware_version"))  # what drivers/litime.py keeps of the device info
+    out["victron-gatt"] = {register.name for register in REGISTERS.values()} | {"charge_state", "device_state"}
+    for family in FAMILIES.values():
+        out["victron-gatt"].update(family.values())
+    out["vedirect"] = set()
     for table in (vedirect.COMMON, vedirect.BATTERY_MONITOR, vedirect.CHARGER, vedirect.INVERTER):
-        out.update(name for name, _convert in table.values())
+        out["vedirect"].update(name for name, _convert in table.values())
     for dump in FIXTURES.glob("vedirect_*.dump"):
         for block in vedirect.merge_pairs(vedirect.BlockParser().feed(dump.read_bytes())):
-            out.update(vedirect.to_values(block)[1])
-    for paths in venus.PATHS.values():
-        out.update(name for name, _convert in paths.values())
-    out.update(venus.finish("charger", {"battery_voltage": 13.0, "battery_current": 2.0}))
-    out.update(register.name for register in REGISTERS.values())
-    for family in FAMILIES.values():
-        out.update(family.values())
+            out["vedirect"].update(vedirect.to_values(block)[1])
+    out["victron-advert"] = {"model", "product_id"}
+    for record_type in RECORD_TYPES:  # every field of every layout, "not available" included
+        out["victron-advert"].update(decode_record(record_type, bytes(32))[1])
     for vector in json.loads((FIXTURES / "victron_ble_vectors.json").read_text())["vectors"]:
         if "advert" not in vector:  # a record vector without its advert (fixtures/README.md)
             continue
         with contextlib.suppress(FrameError):  # the vectors of a wrong key or a bad record
-            out.update(victron_advert.decode(bytes.fromhex(vector["advert"]), bytes.fromhex(vector["key"]))[1])
-    out.update(Health("x").snapshot(1).values)
+            out["victron-advert"].update(
+                victron_advert.decode(bytes.fromhex(vector["advert"]), bytes.fromhex(vector["key"]))[1]
+            )
+    out["venus"] = set()
+    for paths in venus.PATHS.values():
+        out["venus"].update(name for name, _convert in paths.values())
+    for kind in ("charger", "battery", "inverter", "system"):
+        out["venus"].update(venus.finish(kind, {"battery_voltage": 13.0, "battery_current": 2.0}))
+    out["health"] = set(Health("x").snapshot(1).values)
     return out
 
 
 def test_every_name_a_decoder_emits_is_in_the_table(vectors: dict[str, Any]) -> None:
-    emitted = emitted_names(vectors)
+    emitted = set().union(*family_names(vectors).values())
     assert len(emitted) > 120
     assert not emitted - set(QUANTITIES), "names no quantity describes"
+
+
+def test_the_tables_families_are_what_the_decoders_send(vectors: dict[str, Any]) -> None:
+    computed = family_names(vectors)
+    assert set(computed) == set(FAMILY_QUANTITIES)
+    for family, names_sent in computed.items():
+        assert FAMILY_QUANTITIES[family] == names_sent, (
+            f"{family}: the table lists {sorted(FAMILY_QUANTITIES[family] - names_sent)} it does not send, "
+            f"and not {sorted(names_sent - FAMILY_QUANTITIES[family])}"
+        )
+    assert all(q.families for q in QUANTITIES.values()), "a quantity no family sends"
+    assert QUANTITIES["cell_voltages"].families == {"jbd", "victron-advert"}  # a SmartLithium too
 
 
 def test_the_data_model_document_lists_the_table_and_nothing_else() -> None:
