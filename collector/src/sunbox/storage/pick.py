@@ -39,7 +39,7 @@ DAY = 86_400
 #: The rule, first match wins. ``window_s`` is the bucket's resolution (raw: 0).
 RULE: tuple[Step, ...] = (
     Step("sunbox_raw", 0, 24 * HOUR, 6 * HOUR),
-    Step("sunbox_2m", 120, 7 * DAY, 2 * DAY, lag_s=600 + 120),
+    Step("sunbox_2m", 120, 7 * DAY, 2 * DAY, lag_s=1800 + 120),
     Step("sunbox_5m", 300, 31 * DAY, 14 * DAY, lag_s=1800 + 300),
     Step("sunbox_30m", 1800, 366 * DAY, None, lag_s=7200 + 1800),
     Step("sunbox_2h", 7200, None, None, lag_s=7200 + 7200),
