@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from sunbox.config import parse
 from sunbox.discovery import Found, classify, inventory, table
 
 JBD_SERVICE = "0000ff00-0000-1000-8000-00805f9b34fb"
@@ -67,3 +68,15 @@ def test_inventory_numbers_ids_and_leaves_out_what_sunbox_cannot_read() -> None:
     assert all(d["address"] != "11:22:33:44:55:66" for d in parsed["sunbox_devices"])
     heard = [line for line in text.splitlines() if line.startswith("# 11:22:33:44:55:66")]
     assert heard and "not a device Sunbox reads" in heard[0], "everything heard is listed, as a comment"
+
+
+def test_inventory_offers_a_bank_of_the_packs_that_validates_once_uncommented() -> None:
+    text = inventory([Found("A4:C1:37:00:00:02", -60, "b", "jbd"), Found("A4:C1:37:00:00:01", -60, "a", "jbd")])
+    assert "# sunbox_banks:" in text
+    uncommented = text.replace("# sunbox_banks:", "sunbox_banks:").replace("#   - id: house", "  - id: house")
+    uncommented = uncommented.replace("#     packs:", "    packs:")
+    parsed = yaml.safe_load(uncommented)
+    devices = [{k: v for k, v in d.items() if k != "password"} for d in parsed["sunbox_devices"]]
+    config = parse({"mqtt": {"username": "u", "password": "p"}, "devices": devices, "banks": parsed["sunbox_banks"]})
+    assert config.banks[0].packs == ["battery-1", "battery-2"]
+    assert "sunbox_banks" not in inventory([Found("A4:C1:37:00:00:01", -60, "a", "jbd")])

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from sunbox.banks import compute_bank
+from sunbox.config import BankConfig
 from sunbox.drivers.jbd import cell_statistics
 from sunbox.model import Health
 from sunbox.mqtt.discovery import discovery_messages, entity_keys
@@ -77,6 +79,7 @@ def family_names(vectors: dict[str, Any]) -> dict[str, set[str]]:
     for kind in ("charger", "battery", "inverter", "system"):
         out["venus"].update(venus.finish(kind, {"battery_voltage": 13.0, "battery_current": 2.0}))
     out["health"] = set(Health("x").snapshot(1).values)
+    out["bank"] = set(compute_bank(BankConfig(id="b", packs=["p"]), {}, 0).values)
     return out
 
 

@@ -269,6 +269,29 @@ class CsvConfig(Strict):
     keep_days: Annotated[int, Field(ge=0)] = 0
 
 
+class BankConfig(Strict):
+    """Parallel packs read as one battery (:mod:`sunbox.banks`, ``docs/banks.md``).
+
+    ``packs`` are the bank's battery devices (JBD BMS, or a Victron battery read over
+    VE.Direct, Instant Readout or Venus OS); ``meter``, when given, is the battery monitor
+    (BMV, SmartShunt, Lynx, a Venus OS battery) whose current, power and SOC are the
+    bank's.
+    """
+
+    id: DeviceId
+    name: str | None = None
+    packs: Annotated[list[DeviceId], Field(min_length=1)]
+    meter: DeviceId | None = None
+    #: seconds between two readings of the bank
+    interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    #: a member with no reading for this long is not counted (the bank says "1 of 2")
+    stale_after_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+
+
+#: Drivers whose devices are charge controllers or inverters, never a bank's pack or meter.
+NOT_A_BATTERY_DRIVERS = frozenset({"litime", "smartsolar", "phoenix"})
+
+
 class Config(Strict):
     """The whole collector configuration (``/etc/sunbox/sunbox.yaml``)."""
 
@@ -280,6 +303,7 @@ class Config(Strict):
     victron_adverts: list[VictronAdvertConfig] = []
     venus: list[VenusConfig] = []
     csv: CsvConfig = CsvConfig()
+    banks: list[BankConfig] = []
     health_interval_s: Annotated[float, Field(ge=1)] = 30.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -292,7 +316,40 @@ class Config(Strict):
             if device_id in seen:
                 raise ValueError(f"device id {device_id!r} is used twice")
             seen.add(device_id)
+        for i, bank in enumerate(self.banks):
+            if bank.id in seen:
+                raise ValueError(f"banks.{i}.id: {bank.id!r} is already a device or bank id")
+            seen.add(bank.id)
+        self._check_banks()
         return self
+
+    def _check_banks(self) -> None:
+        """Each pack and meter is a configured battery device, in one bank only."""
+        drivers = {d.id: d.driver for d in self.devices}
+        monitors = {d.id for d in self.vedirect} | {d.id for d in self.victron_adverts}
+        venus_batteries = tuple(f"{v.id}-battery-" for v in self.venus)
+        owner: dict[str, str] = {}
+        for i, bank in enumerate(self.banks):
+            members = [(f"banks.{i}.packs.{j}", pack) for j, pack in enumerate(bank.packs)]
+            if bank.meter is not None:
+                members.append((f"banks.{i}.meter", bank.meter))
+            for key, member in members:
+                if member in owner:
+                    raise ValueError(f"{key}: {member!r} is already in {owner[member]}")
+                owner[member] = key
+                driver = drivers.get(member)
+                if driver is None and member not in monitors and not member.startswith(venus_batteries):
+                    raise ValueError(
+                        f"{key}: unknown device {member!r} (not in devices, vedirect or victron_adverts, "
+                        "nor a Venus OS battery <venus id>-battery-<instance>)"
+                    )
+                if driver in NOT_A_BATTERY_DRIVERS:
+                    raise ValueError(f"{key}: {member!r} is a {driver} charger or inverter, not a battery")
+                if key.endswith(".meter") and driver == "jbd":
+                    raise ValueError(
+                        f"{key}: {member!r} is a JBD BMS, a pack; a meter is a battery monitor "
+                        "(BMV, SmartShunt, Lynx, a Venus OS battery)"
+                    )
 
 
 def check_runtime(config: Config) -> str | None:
@@ -315,6 +372,9 @@ def check_runtime(config: Config) -> str | None:
     return None
 
 
+_KEYED = re.compile(r"^[a-z_]+(\.[a-z0-9_]+)*: ")
+
+
 def format_validation_error(error: ValidationError) -> str:
     """One line naming every offending key, e.g. ``devices.1.address: not a MAC``."""
     lines = []
@@ -323,6 +383,9 @@ def format_validation_error(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+        if not item["loc"] and _KEYED.match(message):  # a check across keys names its own key
+            lines.append(message)
+            continue
         lines.append(f"{where}: {message}")
     return "; ".join(lines)
 

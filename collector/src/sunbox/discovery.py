@@ -120,7 +120,10 @@ def inventory(found: Iterable[Found]) -> str:
     readable = sorted((f for f in found if f.driver), key=lambda f: f.address)
     devices: list[str] = []
     adverts: list[str] = []
+    packs: list[str] = []
     for item, ident in zip(readable, _ids(readable), strict=True):
+        if item.driver == "jbd":
+            packs.append(ident)
         vault = "vault_sunbox_" + ident.replace("-", "_")
         head = f'  - id: {ident}\n    address: "{item.address}"\n'
         if item.driver == "victron-advert":
@@ -151,4 +154,13 @@ def inventory(found: Iterable[Found]) -> str:
     out.extend(d.rstrip("\n") for d in devices)
     out.append("sunbox_victron_adverts:" + ("" if adverts else " []"))
     out.extend(a.rstrip("\n") for a in adverts)
+    if len(packs) > 1:
+        out += [
+            "# Packs in parallel read as one battery (docs/banks.md): uncomment, and name the",
+            "# battery monitor (BMV, SmartShunt) on the same bank as its meter, if there is one.",
+            "# sunbox_banks:",
+            "#   - id: house",
+            f"#     packs: [{', '.join(packs)}]",
+            "#     # meter: shunt",
+        ]
     return "\n".join(out) + "\n"

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["battery", "charger", "inverter", "dcdc", "dc_meter", "protect", "health"]
+Kind = Literal["battery", "bank", "charger", "inverter", "dcdc", "dc_meter", "protect", "health"]
 
 ENVELOPE_KEYS = ("device_id", "kind", "time_ms")
 

@@ -37,12 +37,13 @@ Role = Literal["measured", "last", "or"]
 EntityCategory = Literal["diagnostic", "config"] | None
 
 BATTERY = frozenset({"battery"})
+BANK = frozenset({"bank"})
 CHARGER = frozenset({"charger"})
 INVERTER = frozenset({"inverter"})
 DCDC = frozenset({"dcdc"})
 HEALTH = frozenset({"health"})
 VICTRON = frozenset({"battery", "charger", "inverter", "dcdc", "dc_meter", "protect", "system"})
-DEVICE_KINDS = ("battery", "charger", "inverter", "dcdc", "dc_meter", "protect", "system", "test")
+DEVICE_KINDS = ("battery", "bank", "charger", "inverter", "dcdc", "dc_meter", "protect", "system", "test")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,24 +159,24 @@ _CHARGE = "+ = into the battery (charging), − = out of it"
 
 QUANTITIES_LIST: list[Quantity] = [
     # --- battery (JBD BMS, Victron battery monitors, Venus OS batteries) ---------------
-    _q("voltage", "V", BATTERY | {"dc_meter", "test"}, "Voltage"),
-    _q("current", "A", BATTERY | {"dc_meter"}, "Current", sign=_CHARGE),
-    _q("power", "W", BATTERY | {"dc_meter"}, "Power", sign=_CHARGE),
-    _q("soc", "%", BATTERY | CHARGER, "State of charge", device_class="battery"),
-    _q("capacity_remaining", "Ah", BATTERY, "Remaining capacity"),
-    _counter("capacity_nominal", "Ah", BATTERY, "Full-charge capacity", category="diagnostic"),
+    _q("voltage", "V", BATTERY | BANK | {"dc_meter", "test"}, "Voltage"),
+    _q("current", "A", BATTERY | BANK | {"dc_meter"}, "Current", sign=_CHARGE),
+    _q("power", "W", BATTERY | BANK | {"dc_meter"}, "Power", sign=_CHARGE),
+    _q("soc", "%", BATTERY | BANK | CHARGER, "State of charge", device_class="battery"),
+    _q("capacity_remaining", "Ah", BATTERY | BANK, "Remaining capacity"),
+    _counter("capacity_nominal", "Ah", BATTERY | BANK, "Full-charge capacity", category="diagnostic"),
     _counter("cycles", None, BATTERY, "Cycles", state_class="total_increasing", category="diagnostic"),
     _q("cell_voltages", "V", BATTERY, "Cell", type="numbers"),
     _counter("cell_count", None, BATTERY, "Cells", category="diagnostic"),
-    _q("cell_voltage_min", "V", BATTERY, "Lowest cell"),
-    _q("cell_voltage_max", "V", BATTERY, "Highest cell"),
-    _q("cell_voltage_delta", "V", BATTERY, "Cell spread"),
+    _q("cell_voltage_min", "V", BATTERY | BANK, "Lowest cell"),
+    _q("cell_voltage_max", "V", BATTERY | BANK, "Highest cell"),
+    _q("cell_voltage_delta", "V", BATTERY | BANK, "Cell spread"),
     _q("temperatures", "°C", BATTERY, "Temperature", type="numbers"),
     _q("balance_bits", None, BATTERY, "Balancing cells", type="flags", category="diagnostic"),
-    _q("protection_bits", None, BATTERY, "Protection", type="flags"),
+    _q("protection_bits", None, BATTERY | BANK, "Protection", type="flags"),
     _q("charge_fet_on", None, BATTERY, "Charge switch", type="bool"),
     _q("discharge_fet_on", None, BATTERY, "Discharge switch", type="bool"),
-    _diag_text("model", VICTRON | BATTERY | CHARGER, "Model"),
+    _diag_text("model", VICTRON | BATTERY | BANK | CHARGER, "Model"),
     _diag_text("production_date", BATTERY, "Production date"),
     _diag_text("software_version", BATTERY, "Software version"),
     _q("humidity", "%", BATTERY, "Humidity", device_class="humidity"),
@@ -203,7 +204,7 @@ QUANTITIES_LIST: list[Quantity] = [
     _counter("firmware_version", None, CHARGER, "Firmware version", category="diagnostic", state_class=None),
     # --- Victron additions ---------------------------------------------------------------
     _q("consumed_ah", "Ah", _BMV, "Consumed", sign="≥ 0, drawn since full"),
-    _q("time_to_go", "s", _BMV, "Time to go"),
+    _q("time_to_go", "s", _BMV | BANK, "Time to go"),
     _q("starter_voltage", "V", _BMV, "Starter voltage"),
     _q("midpoint_voltage", "V", _BMV, "Midpoint voltage"),
     _q("midpoint_deviation", "%", _BMV, "Midpoint deviation", device_class=None),
@@ -278,6 +279,19 @@ QUANTITIES_LIST: list[Quantity] = [
     _diag_text("product_id", VICTRON, "Product id"),
     _diag_text("serial", VICTRON, "Serial number"),
     _diag_text("firmware", VICTRON, "Firmware"),
+    # --- bank (sunbox.banks: parallel packs and their meter as one battery) ---------------
+    _q("time_to_full", "s", BANK, "Time to full"),
+    _diag_text("cell_voltage_min_pack", BANK, "Pack with the lowest cell"),
+    _counter("cell_voltage_min_cell", None, BANK, "Lowest cell number", category="diagnostic"),
+    _diag_text("cell_voltage_max_pack", BANK, "Pack with the highest cell"),
+    _counter("cell_voltage_max_cell", None, BANK, "Highest cell number", category="diagnostic"),
+    _q("temperature_min", "°C", BANK, "Lowest temperature"),
+    _q("temperature_max", "°C", BANK, "Highest temperature"),
+    _q("soc_spread", "%", BANK, "SOC spread between packs", device_class=None),
+    _counter("packs_fresh", None, BANK, "Packs reporting", state_class="measurement"),
+    _counter("packs_total", None, BANK, "Packs", category="diagnostic"),
+    _q("partial", None, BANK, "Packs missing", type="bool", device_class="problem"),
+    _q("meter_fresh", None, BANK, "Meter reporting", type="bool", category="diagnostic"),
     # --- health (every device; published on sunbox/<id>/health) --------------------------
     _q("connected", None, HEALTH, "Link", type="bool", device_class="connectivity", category="diagnostic"),
     _counter("last_reading_ms", "ms", HEALTH, "Last reading", device_class="timestamp", category="diagnostic"),
@@ -292,7 +306,8 @@ QUANTITIES_LIST: list[Quantity] = [
 ]
 
 #: The device families and the quantities each sends (JBD BMS, LiTime MPPT, Victron over
-#: VictronConnect GATT, VE.Direct and Instant Readout, Venus OS; health: every device).
+#: VictronConnect GATT, VE.Direct and Instant Readout, Venus OS; bank: sunbox.banks;
+#: health: every device).
 #: collector/tests/test_quantities.py recomputes it from the decoders' own tables and the
 #: captured frames, and fails when they disagree.
 FAMILY_QUANTITIES: dict[str, frozenset[str]] = {
@@ -581,6 +596,34 @@ FAMILY_QUANTITIES: dict[str, frozenset[str]] = {
             "voltage",
             "yield_today",
             "yield_total",
+        }
+    ),
+    "bank": frozenset(
+        {
+            "capacity_nominal",
+            "capacity_remaining",
+            "cell_voltage_delta",
+            "cell_voltage_max",
+            "cell_voltage_max_cell",
+            "cell_voltage_max_pack",
+            "cell_voltage_min",
+            "cell_voltage_min_cell",
+            "cell_voltage_min_pack",
+            "current",
+            "meter_fresh",
+            "model",
+            "packs_fresh",
+            "packs_total",
+            "partial",
+            "power",
+            "protection_bits",
+            "soc",
+            "soc_spread",
+            "temperature_max",
+            "temperature_min",
+            "time_to_full",
+            "time_to_go",
+            "voltage",
         }
     ),
     "health": frozenset(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sunbox import systemd
 from sunbox.aio import within
+from sunbox.banks import BankAggregator
 from sunbox.ble.adapter import AdapterSupervisor, PowerCycle, bluez_power_cycle, helper_rungs
 from sunbox.ble.link import DeviceLink, Publish
 from sunbox.ble.scanner import Scanner
@@ -120,9 +121,20 @@ class Collector:
     their links.
     """
 
-    def __init__(self, config: Config, backend: BleBackend, publish: Publish) -> None:
+    def __init__(self, config: Config, backend: BleBackend, publish: Publish, bank_loop: bool = True) -> None:
         self.config = config
         self.backend = backend
+        #: the configured banks, fed every reading the sources publish (sunbox.banks)
+        self.banks = BankAggregator(config.banks, publish)
+        self.bank_loop = bank_loop and bool(config.banks)
+
+        out = publish
+
+        def publish_and_observe(reading: Reading) -> None:
+            out(reading)
+            self.banks.observe(reading)
+
+        publish = publish_and_observe if config.banks else out
         self.publish = publish
         self.scanner = Scanner(config.ble.scanning_mode, config.ble.adapter, backend.scanner)
         self.supervisor = AdapterSupervisor(
@@ -162,6 +174,11 @@ class Collector:
             for venus_source in self.venus_sources:
                 venus_source.publish_health()
 
+    async def _bank_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.banks.tick()
+
     async def run(self) -> None:
         """Run until cancelled; every task is awaited on the way out."""
         uses_ble = bool(self.links or self.advert_sources)
@@ -175,6 +192,8 @@ class Collector:
                 for name, source in sources:
                     group.create_task(supervised(name, source.run, _reporter(source)), name=name)
                 group.create_task(supervised("health", self._health_loop, lambda _: None), name="health")
+                if self.bank_loop:
+                    group.create_task(supervised("banks", self._bank_loop, lambda _: None), name="banks")
         finally:
             if uses_ble:
                 with contextlib.suppress(Exception):
@@ -293,7 +312,7 @@ async def run_once(config: Config, timeout: float) -> OnceResult:
         if wanted <= read:
             done.set()
 
-    collector = Collector(config, backend, publish)
+    collector = Collector(config, backend, publish, bank_loop=False)
     task = asyncio.create_task(collector.run())
     try:
         with contextlib.suppress(TimeoutError):
@@ -307,6 +326,7 @@ async def run_once(config: Config, timeout: float) -> OnceResult:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await close_all(backend.closers)
+        collector.banks.tick()  # each bank once, from what its members gave
         await asyncio.to_thread(publisher.flush, 10.0)
         await asyncio.to_thread(publisher.stop)
         queued = len(queue)

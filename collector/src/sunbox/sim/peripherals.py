@@ -166,6 +166,8 @@ class JbdSimulator(SimPeripheral):
     ``password`` (6 chars) enables the FF AA handshake: until it succeeds the BLE
     module ignores ``DD A5`` requests. ``passkey`` emulates newer firmware: until the
     link is paired and encrypted every written frame is echoed back (syssi issue #245).
+    ``capacity_ah`` and ``soc`` make a pack of another size and charge than the capture's
+    (nominal capacity, remaining = ``soc`` % of it, and the RSOC byte).
     """
 
     service_uuid = JBD_SERVICE
@@ -178,6 +180,8 @@ class JbdSimulator(SimPeripheral):
         password: str | None = None,
         passkey: int | None = None,
         seed: int = 1,
+        capacity_ah: float | None = None,
+        soc: int | None = None,
     ) -> None:
         super().__init__(link, address, name, seed)
         self.password = password.encode() if password else None
@@ -185,6 +189,13 @@ class JbdSimulator(SimPeripheral):
         self.authenticated: set[int] = set()
         self._random_byte: dict[int, int] = {}
         self._basic = jbd.parse_frame(JBD_BASIC_CAPTURE).data
+        if capacity_ah is not None:  # a pack of another size: nominal and remaining (10 mAh), RSOC
+            basic = bytearray(self._basic)
+            rsoc = basic[19] if soc is None else soc
+            basic[4:6] = round(capacity_ah * rsoc).to_bytes(2, "big")
+            basic[6:8] = round(capacity_ah * 100).to_bytes(2, "big")
+            basic[19] = rsoc
+            self._basic = bytes(basic)
         cells_data = jbd.parse_frame(JBD_CELLS_CAPTURE).data
         self._cells = [int.from_bytes(cells_data[i : i + 2], "big") for i in range(0, len(cells_data), 2)]
         self._model = jbd.parse_frame(JBD_MODEL_CAPTURE).data
