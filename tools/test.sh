@@ -10,6 +10,9 @@ command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)  # the pairing-
 # the display's browser tests: Debian's Chromium driven through Debian's chromedriver
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# the backup to a LAN host over SSH: a real OpenSSH server and Debian's sshfs
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v sshfs >/dev/null 2>&1 || missing+=(sshfs)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "tools/test.sh: installing ${missing[*]}"

@@ -30,7 +30,7 @@ from sunbox.storage import layout
 from sunbox_stack import seed
 from sunbox_stack.servers import InfluxDB, Mosquitto, free_port
 
-from .mounts import tmpfs
+from .mounts import ssh_host, sshfs, tmpfs
 
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("backup")]
 
@@ -214,6 +214,50 @@ def test_a_mounted_stick_is_written_and_a_full_one_fails_cleanly(source: InfluxD
         run = sunbox("run", "-c", str(config))
         assert run.returncode == 1 and "No space left" in run.stderr
         assert list(tiny.iterdir()) == [], "a partial generation is removed"
+
+
+ROLE_DEFAULTS = yaml.safe_load((Path(__file__).parents[2] / "roles/backup/defaults/main.yml").read_text())
+
+
+def role_ssh_options(port: int, key: Path, known_hosts: Path) -> str:
+    """The options of the role's fstab line (roles/backup/tasks/main.yml), with this
+    host's port, key and known_hosts in place of /etc/sunbox's."""
+    options = ROLE_DEFAULTS["backup_ssh_options"].replace(" ", "")
+    return f"{options},port={port},IdentityFile={key},UserKnownHostsFile={known_hosts}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs sshd and mounts with sshfs (root)")
+def test_a_lan_host_over_ssh_receives_verified_generations(source: InfluxDB, tmp_path: Path) -> None:
+    """The SSH target as the role sets it up: a real OpenSSH server, Debian's sshfs with
+    the role's options, ``sunbox backup run`` into the mount; the generations land on the
+    host's own disk, whole and verified, rotated; a host showing another key is refused."""
+    with ssh_host(tmp_path / "nas", free_port()) as nas:
+        options = role_ssh_options(nas.port, nas.client_key, nas.known_hosts)
+        with sshfs(nas.target, tmp_path / "mnt", options) as mount:
+            config = write_config(tmp_path / "pi", source, mount, require_mount=True, generations=2)
+            for _ in range(3):
+                run = sunbox("run", "-c", str(config))
+                assert run.returncode == 0, run.stderr
+                time.sleep(1.1)  # generations are named by the second
+        kept = generations.generations(nas.root)  # read on the host's side, not through the mount
+        assert len(kept) == 2 and sorted(p.name for p in nas.root.iterdir()) == [p.name for p in kept]
+        assert all(oct(p.stat().st_mode & 0o777) == "0o700" for p in kept), "the backup holds tokens and keys"
+        for generation in kept:
+            check = sunbox("verify", str(generation), "--layout", str(tmp_path / "pi" / "storage.yaml"))
+            assert check.returncode == 0, check.stderr
+        state = json.loads((tmp_path / "pi" / "state" / "state.json").read_text())
+        assert state["ok"] and state["last_success"]["size_bytes"] > 100_000
+
+        other = tmp_path / "other_known_hosts"  # the host's name with another host's key
+        other.write_text(nas.known_hosts.read_text().split()[0] + " " + nas.client_key.with_suffix(".pub").read_text())
+        logins = nas.log.read_text().count("Accepted publickey")
+        with (
+            pytest.raises(subprocess.CalledProcessError),
+            sshfs(nas.target, tmp_path / "mnt2", role_ssh_options(nas.port, nas.client_key, other)),
+        ):
+            pass
+        assert not (tmp_path / "mnt2").is_mount()
+        assert nas.log.read_text().count("Accepted publickey") == logins, "refused before it logged in"
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,10 @@ Errors: :class:`InfluxBackupError` with the call and the server's answer.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,6 +39,10 @@ MANIFEST_VERSION = 2
 #: the CLI's FileCompression enum: 0 none, 1 gzip
 GZIP = 1
 CHUNK = 1 << 16
+#: a shard's snapshot refused while its engine compacts ("snapshots disabled", HTTP 500)
+#: is asked for again after these pauses (s) before the run fails
+SHARD_RETRY_S = (2.0, 5.0, 15.0, 30.0)
+LOG = logging.getLogger(__name__)
 
 
 class InfluxBackupError(RuntimeError):
@@ -127,9 +133,33 @@ async def backup(url: str, token: str, directory: Path, base: str, timeout_s: fl
 async def _backup_shard(
     session: aiohttp.ClientSession, url: str, directory: Path, base: str, shard_id: int
 ) -> dict[str, Any] | None:
+    """One shard's files, saved gzipped; None when retention removed it meanwhile.
+
+    InfluxDB answers HTTP 500 "snapshots disabled" while the shard's engine has its
+    snapshots switched off for a compaction (influxdb tsm1 ``Compactor.WriteSnapshot``,
+    ``errSnapshotsDisabled``): asked again after each pause of :data:`SHARD_RETRY_S`.
+    """
+    for pause in SHARD_RETRY_S:
+        try:
+            return await _try_backup_shard(session, url, directory, base, shard_id, busy_is_final=False)
+        except _Busy as busy:
+            LOG.warning("shard %d: %s; asking again in %.0f s", shard_id, busy, pause)
+            await asyncio.sleep(pause)
+    return await _try_backup_shard(session, url, directory, base, shard_id, busy_is_final=True)
+
+
+class _Busy(Exception):
+    """InfluxDB refused a shard's snapshot for now (HTTP 500)."""
+
+
+async def _try_backup_shard(
+    session: aiohttp.ClientSession, url: str, directory: Path, base: str, shard_id: int, busy_is_final: bool
+) -> dict[str, Any] | None:
     async with session.get(f"{url}/api/v2/backup/shards/{shard_id}", headers={"Accept-Encoding": "gzip"}) as response:
         if response.status == 404:  # removed by retention while the backup ran
             return None
+        if response.status == 500 and not busy_is_final:
+            raise _Busy((await response.text(errors="replace"))[:200])
         if response.status != 200:
             raise await _fail(f"backup of shard {shard_id}", response)
         file_name = f"{base}.{shard_id}.tar.gz"
