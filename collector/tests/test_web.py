@@ -538,3 +538,75 @@ def test_the_kiosk_page_beats_so_its_watchdog_sees_a_hang(
         assert age() >= 3, "a page that stopped no longer beats"
     finally:
         server.stop()
+
+
+def test_now_shows_each_bank_as_one_battery_with_its_packs_beneath(
+    mosquitto: Mosquitto, influxdb: InfluxDB, dashboards_token: str, tmp_path: Path, publisher: Publisher
+) -> None:
+    """Issue 31: a bank is one card (the meter's SOC, or the capacity-weighted one), its
+    packs and meter are lines beneath it, not cards of their own, and the power flow
+    counts the bank's power once. The bank readings are what sunbox.banks computes."""
+    from sunbox.banks import compute_bank
+    from sunbox.config import BankConfig
+    from sunbox.model import Reading
+
+    now = int(time.time() * 1000)
+    packs = {
+        "pack-s": battery_reading(soc=50.0, capacity_nominal=100.0, capacity_remaining=50.0, current=-2.0, power=-26.6),
+        "pack-b": battery_reading(
+            soc=90.0, capacity_nominal=280.0, capacity_remaining=252.0, current=-3.0, power=-39.9
+        ),
+        "cab-1": battery_reading(soc=50.0, capacity_nominal=100.0, capacity_remaining=50.0, current=1.0, power=13.3),
+        "cab-2": battery_reading(soc=90.0, capacity_nominal=280.0, capacity_remaining=252.0, current=2.0, power=26.6),
+    }
+    shunt = {"voltage": 13.2, "current": -5.0, "power": -66.0, "soc": 81.0, "time_to_go": 36000.0}
+    readings = {k: Reading(k, "battery", now, v) for k, v in packs.items()} | {
+        "shunt": Reading("shunt", "battery", now, shunt)
+    }
+    house = BankConfig(id="house", packs=["pack-s", "pack-b"], meter="shunt")
+    cabin = BankConfig(id="cabin", packs=["cab-1", "cab-2"])
+    server = WebServer(tmp_path / "web", mosquitto, influxdb.url, dashboards_token)
+    server.start()
+    server.wait_broker()
+    try:
+        with chromium() as driver:
+            open_page(driver, server, "now")
+            for device, values in [*packs.items(), ("shunt", shunt)]:
+                publisher.reading(device, "battery", values)
+            for bank in (house, cabin):
+                publisher.reading(bank.id, "bank", compute_bank(bank, readings, now).to_dict())
+            publisher.reading("mppt", "charger", charger_reading())
+
+            def cards() -> list[str]:
+                return [e.get_attribute("data-device") for e in driver.find_elements("css selector", ".side > section")]
+
+            wait_for(lambda: cards() == ["house", "cabin"] or cards() == ["cabin", "house"], what="two bank cards")
+            house_card = driver.find_element("css selector", '.side > section[data-device="house"]').text
+            cabin_card = driver.find_element("css selector", '.side > section[data-device="cabin"]').text
+            assert "81%" in house_card.replace("\n", "") and "2 of 2 packs" in house_card
+            assert "79%" in cabin_card.replace("\n", ""), "302 of 380 Ah, not the packs' mean of 70 %"
+            members = [e.get_attribute("data-device") for e in driver.find_elements("css selector", ".member")]
+            assert sorted(members) == ["cab-1", "cab-2", "pack-b", "pack-s", "shunt"]
+            flow = driver.find_element("css selector", ".flow svg").get_attribute("aria-label")
+            # the meter's −66 W and the cabin's +39.9 W: −26 W, where every device summed says −92 W
+            assert "battery discharging 26\u202fW" in flow, flow
+            for width, height in ((800, 480), (1920, 1080)):
+                set_viewport(driver, width, height)
+                time.sleep(0.3)
+                size = driver.execute_script(
+                    "const p = document.getElementById('page'); "
+                    "return [document.documentElement.scrollHeight, innerHeight, p.scrollHeight, p.clientHeight]"
+                )
+                assert size[0] <= size[1] and size[2] <= size[3], f"Now scrolls at {width}x{height}: {size}"
+                shoot(driver, f"now-banks-{width}x{height}")
+            # a pack goes silent: the bank says so
+            set_viewport(driver, 800, 480)
+            only_one = {k: v for k, v in readings.items() if k != "cab-2"}
+            publisher.reading("cabin", "bank", compute_bank(cabin, only_one, now + 1000).to_dict())
+            count = '.side > section[data-device="cabin"] .count'
+            wait_for(lambda: driver.find_element("css selector", count).text == "1 of 2 packs", what="1 of 2 packs")
+            assert "partial" in driver.find_element("css selector", count).get_attribute("class").split()
+            shoot(driver, "now-bank-partial-800x480")
+            assert console_errors(driver) == []
+    finally:
+        server.stop()

@@ -26,7 +26,8 @@ Rules (``docs/banks.md``):
 * ``protection_bits``: the OR of the fresh packs' (JBD bit numbers).
 * ``packs_fresh`` of ``packs_total``; ``partial`` is true when a pack is missing, and
   then SOC and capacities cover only the packs counted. ``meter_fresh`` says whether
-  the meter's values were used (None without a meter).
+  the meter's values were used (None without a meter). ``packs`` (the member ids, comma
+  separated) and ``meter`` name the members, for the display.
 
 A member is fresh while its newest reading is younger than ``stale_after_s``. A member
 that is stale never disappears silently: it is counted out in ``packs_fresh``.
@@ -69,6 +70,8 @@ BANK_QUANTITIES = frozenset(
         "packs_total",
         "partial",
         "meter_fresh",
+        "packs",
+        "meter",
         "model",
     }
 )
@@ -193,6 +196,8 @@ def compute_bank(
         "packs_total": len(bank.packs),
         "partial": len(packs) < len(bank.packs),
         "meter_fresh": None if bank.meter is None else meter is not None,
+        "packs": ",".join(bank.packs),
+        "meter": bank.meter,
         "model": "Sunbox bank",
     }
     return Reading(device_id=bank.id, kind="bank", time_ms=time_ms, values=values)

@@ -163,8 +163,18 @@ function sum(list, pick) {
   return values.length ? values.reduce((a, b) => a + b, 0) : null;
 }
 
+// A bank's members as the display names them: a bridged site's ids carry its "<site>." prefix.
+function members(bank) {
+  const site = bank.device_id.includes(".") ? bank.device_id.slice(0, bank.device_id.indexOf(".") + 1) : "";
+  const packs = String(bank.state.packs || "").split(",").filter(Boolean).map((id) => site + id);
+  return { packs, meter: bank.state.meter ? site + bank.state.meter : null };
+}
+
 function nowPage() {
-  const batteries = byKind("battery");
+  const banks = byKind("bank");
+  const inBank = new Set(banks.flatMap((b) => { const m = members(b); return [...m.packs, m.meter].filter(Boolean); }));
+  // what the owner calls a battery: each bank, and each battery in no bank
+  const batteries = [...banks, ...byKind("battery").filter((d) => !inBank.has(d.device_id))];
   const chargers = byKind("charger");
   const inverters = byKind("inverter");
   const chargeOut = (s) => (known(s.charge_power) ? s.charge_power : known(s.battery_voltage) && known(s.battery_current) ? s.battery_voltage * s.battery_current : null);
@@ -177,8 +187,7 @@ function nowPage() {
   const chargeState = chargers.map((d) => d.state.charge_state).find((s) => s);
   const fc = worst(chargers.map(freshness));
   const fb = worst(batteries.map(freshness));
-  const socs = batteries.filter(alive).map((d) => d.state.soc).filter(known);
-  const soc = socs.length ? socs.reduce((a, b) => a + b, 0) / socs.length : null;
+  const soc = bankSoc(batteries.filter(alive));
   const on = (v) => known(v) && Math.abs(v) >= 5;
   const direction = !known(battery) ? "—" : battery > 5 ? "charging" : battery < -5 ? "discharging" : "idle";
   const node = (x, y, cls, label, big, small) => `
@@ -199,24 +208,67 @@ function nowPage() {
       ${node(10, 288, fb, "Battery", watts(battery), `${direction}${known(soc) ? ` · ${soc.toFixed(0)} %` : ""}`)}
       ${node(300, 288, worst([fc, fb]), "Load", watts(load), known(ac) ? `AC ${watts(ac)}` : "computed")}
     </svg>`;
-  const others = [...app.devices.values()].filter((d) => d.kind !== "battery");
+  const others = [...app.devices.values()].filter((d) => d.kind !== "battery" && d.kind !== "bank");
   const chips = `<div class="chips">${others
     .map((d) => `<span class="chip" data-device="${esc(d.device_id)}">${esc(d.device_id)} ${ageChip(d)}</span>`)
     .join("")}</div>`;
   const cards = batteries.length
-    ? batteries.map(batteryCard).join("")
+    ? batteries.map((d) => (d.kind === "bank" ? bankCard(d) : batteryCard(d))).join("")
     : `<div class="card notice">No battery reading yet. The collector publishes one per poll.</div>`;
   return `<div class="now"><div class="flow">${flow}${chips}</div><div class="side${batteries.length > 3 ? " compact" : ""}">${cards}</div></div>`;
+}
+
+// The SOC of several batteries: weighted by their full-charge capacity when each has one
+// (a 100 Ah pack at 50 % and a 280 Ah one at 90 % hold 79 %), else their mean.
+function bankSoc(list) {
+  const socs = list.filter((d) => known(d.state.soc));
+  if (!socs.length) return null;
+  if (socs.every((d) => known(d.state.capacity_nominal) && d.state.capacity_nominal > 0)) {
+    const full = socs.reduce((a, d) => a + d.state.capacity_nominal, 0);
+    return socs.reduce((a, d) => a + d.state.soc * d.state.capacity_nominal, 0) / full;
+  }
+  return socs.reduce((a, d) => a + d.state.soc, 0) / socs.length;
+}
+
+function timeLeft(s) {
+  if (known(s.time_to_go)) return `${duration(s.time_to_go)} left`;
+  if (known(s.time_to_full)) return `full in ${duration(s.time_to_full)}`;
+  if (known(s.current) && s.current < -0.05 && known(s.capacity_remaining)) return `≈ ${duration((s.capacity_remaining / -s.current) * 3600)} left`;
+  if (known(s.current) && s.current > 0.05 && known(s.capacity_nominal) && known(s.capacity_remaining))
+    return `full in ≈ ${duration((Math.max(0, s.capacity_nominal - s.capacity_remaining) / s.current) * 3600)}`;
+  return "";
+}
+
+// One card per bank: its SOC, volts and amps, how many packs report, and each member beneath.
+function bankCard(d) {
+  const s = d.state;
+  const f = freshness(d);
+  const m = members(d);
+  const count = known(s.packs_fresh) && known(s.packs_total) ? `${s.packs_fresh} of ${s.packs_total} packs` : "";
+  const partial = s.partial === true;
+  const temps = known(s.temperature_min) ? (s.temperature_min.toFixed(0) === s.temperature_max.toFixed(0) ? s.temperature_min.toFixed(0) : `${s.temperature_min.toFixed(0)}–${s.temperature_max.toFixed(0)}`) : "";
+  const spread = known(s.cell_voltage_delta) ? `Δ ${(s.cell_voltage_delta * 1000).toFixed(0)} mV` : "";
+  const line = (id, what) => {
+    const dev = app.devices.get(id);
+    const ps = (dev && dev.state) || {};
+    const pf = dev && dev.state ? freshness(dev) : "unknown";
+    const values = pf === "unknown" ? "no reading" : `${num(ps.soc, 0, "%")} · ${num(ps.current, 1, "A")}`;
+    return `<div class="member ${pf}" data-device="${esc(id)}"><span class="name">${esc(id)}${esc(what)}</span><span>${esc(values)}</span>${dev ? ageChip(dev) : `<span class="age unknown">no reading</span>`}</div>`;
+  };
+  const lines = m.packs.map((id) => line(id, "")).concat(m.meter ? [line(m.meter, " (meter)")] : []).join("");
+  const alarms = d.alarms && d.alarms.length ? `<div class="alarms">⚠ ${esc(d.alarms.join(", "))}</div>` : "";
+  return `<section class="card battery bank ${f}" data-device="${esc(d.device_id)}" data-time="${esc(s.time_ms)}">
+    <h2><span class="name">${esc(d.device_id)}</span><span class="count ${partial ? "partial" : ""}">${esc(count)}</span>${ageChip(d)}</h2>
+    <div class="soc v">${known(s.soc) ? `${s.soc.toFixed(0)}<small>%</small>` : "—"}</div>
+    <div class="facts v"><b>${num(s.voltage, 2, "V")}</b> · <b>${num(s.current, 1, "A")}</b><br>
+      ${esc(timeLeft(s) || "—")}<br>${esc([spread, temps ? `${temps} °C` : ""].filter(Boolean).join(" · ") || "")}</div>
+    <div class="members">${lines}</div>${alarms}</section>`;
 }
 
 function batteryCard(d) {
   const s = d.state;
   const f = freshness(d);
-  let left = "";
-  if (known(s.time_to_go)) left = `${duration(s.time_to_go)} left`;
-  else if (known(s.current) && s.current < -0.05 && known(s.capacity_remaining)) left = `≈ ${duration((s.capacity_remaining / -s.current) * 3600)} left`;
-  else if (known(s.current) && s.current > 0.05 && known(s.capacity_nominal) && known(s.capacity_remaining))
-    left = `full in ≈ ${duration((Math.max(0, s.capacity_nominal - s.capacity_remaining) / s.current) * 3600)}`;
+  const left = timeLeft(s);
   const tlist = (s.temperatures || []).filter(known).concat(known(s.battery_temperature) ? [s.battery_temperature] : []);
   const tlo = Math.min(...tlist).toFixed(0);
   const thi = Math.max(...tlist).toFixed(0);

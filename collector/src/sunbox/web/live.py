@@ -35,7 +35,7 @@ def alarm_words(kind: str, state: dict[str, Any]) -> list[str]:
     """The active protections and alarms of a reading, in words (empty when none)."""
     words: list[str] = []
     bits = state.get("protection_bits")
-    if kind == "battery" and isinstance(bits, int):
+    if kind in ("battery", "bank") and isinstance(bits, int):
         words += [word for i, word in enumerate(PROTECTION_WORDS) if bits >> i & 1]
     code = state.get("error_code")
     if isinstance(code, int) and code != 0:
