@@ -610,3 +610,29 @@ def test_now_shows_each_bank_as_one_battery_with_its_packs_beneath(
             assert console_errors(driver) == []
     finally:
         server.stop()
+
+
+def test_energy_counts_a_bank_once_and_not_its_packs(web: WebServer, influxdb: InfluxDB, publisher: Publisher) -> None:
+    """A bank of two packs charging 1 kW for an hour: the days' energy grows by 1 kWh,
+    where counting the bank and its packs would add 2 kWh (issue 31)."""
+    from influxdb_client import InfluxDBClient, WritePrecision
+    from influxdb_client.client.write_api import SYNCHRONOUS
+
+    def charged() -> float:
+        body = requests.get(f"{web.url}/api/energy?period=days", timeout=60).json()
+        return sum(r.get("charged", 0.0) for r in body["rows"]), body["bucket"], body["window_s"]
+
+    before, bucket, window_s = charged()
+    publisher.reading("bk", "bank", {"power": 1000.0, "packs": "p1,p2", "meter": None, "packs_fresh": 2})
+    wait_for(lambda: "bk" in {d["device_id"] for d in web.state()["devices"]}, what="the bank on the display")
+    now_s = int(time.time()) // window_s * window_s
+    stamps = [now_s - 3 * 3600 + i * window_s for i in range(3600 // window_s)]
+    points = [
+        {"measurement": m, "tags": {"device": d, "kind": m}, "fields": {"power": w}, "time": t * 1000}
+        for t in stamps
+        for m, d, w in (("bank", "bk", 1000.0), ("battery", "p1", 600.0), ("battery", "p2", 400.0))
+    ]
+    with InfluxDBClient(url=influxdb.url, token=influxdb.token, org="sunbox") as client:
+        client.write_api(write_options=SYNCHRONOUS).write(bucket, record=points, write_precision=WritePrecision.MS)
+    after, _, _ = charged()
+    assert after - before == pytest.approx(1000.0, abs=1.0), (before, after)

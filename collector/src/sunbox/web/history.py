@@ -11,9 +11,11 @@ Signs follow the dashboards (``docs/dashboards.md``): on History, supply is posi
 negated; the Now page shows directions in words and arrows instead.
 
 Energy (:meth:`History.energy`): Wh per day (last 30 days) or per month (last 12) of
-battery charge and discharge (the positive and negative parts of battery ``power``),
-solar (the chargers' ``charge_power``) and load (solar − charged + discharged), summed
-over devices, from the window means of the tier the rule picks for the period. A
+battery charge and discharge (the positive and negative parts of ``power``), solar (the
+chargers' ``charge_power``) and load (solar − charged + discharged), summed over the
+banks and the batteries in no bank (a bank's packs and meter are counted once, through
+the bank: ``docs/banks.md``), from the window means of the tier the rule picks for the
+period. A
 window whose power changes sign inside it counts only its net mean: the figures are a
 slight under-estimate of both charge and discharge, never a double count.
 
@@ -152,15 +154,25 @@ union(tables: [{names}])
     )
 
 
-def energy_flux(bucket: str, window_s: int, start_s: float, every: str, offset_s: int) -> str:
-    """Per period: Wh in and out of the batteries, and solar Wh, from window means."""
+def energy_flux(
+    bucket: str, window_s: int, start_s: float, every: str, offset_s: int, members: frozenset[str] = frozenset()
+) -> str:
+    """Per period: Wh in and out of the batteries, and solar Wh, from window means.
+
+    Banks count as batteries; the batteries in ``members`` (the banks' packs and meters,
+    :meth:`sunbox.web.live.LiveState.bank_members`) are left out, so nothing is counted
+    twice. Device ids follow the device-id rule (no quote can reach the Flux)."""
     hours = window_s / 3600
+    left_out = ", ".join(f'"{m}"' for m in sorted(members) if QUALIFIED_DEVICE_PATTERN.fullmatch(m))
+    not_member = f"not contains(value: r.device, set: [{left_out}])" if left_out else "true"
     return f"""import "timezone"
 option location = timezone.fixed(offset: {offset_s}s)
 data = from(bucket: "{bucket}")
     |> range(start: {_time(start_s)})
-    |> filter(fn: (r) => (r._measurement == "battery" and r._field == "power")
+    |> filter(fn: (r) => ((r._measurement == "battery" or r._measurement == "bank") and r._field == "power")
         or (r._measurement == "charger" and r._field == "charge_power"))
+    |> filter(fn: (r) => r._measurement != "battery" or {not_member})
+    |> map(fn: (r) => ({{r with _measurement: if r._measurement == "bank" then "battery" else r._measurement}}))
     |> group(columns: ["_measurement"])
 positive = data |> map(fn: (r) => ({{r with _value: if r._value > 0.0 then r._value * {hours} else 0.0}}))
     |> aggregateWindow(every: {every}, fn: sum, createEmpty: false) |> set(key: "_field", value: "in")
@@ -368,8 +380,9 @@ class History:
         rows = await self._query(gaps_flux(now_s))
         return {row["device"]: int(row["_value"]) for row in rows if row.get("device") and row.get("_value")}
 
-    async def energy(self, period: str, now_s: float) -> dict[str, Any]:
-        """Wh per day (``period="days"``, last 30) or per month (``"months"``, last 12).
+    async def energy(self, period: str, now_s: float, members: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Wh per day (``period="days"``, last 30) or per month (``"months"``, last 12);
+        ``members``: the banks' packs and meters, counted through their banks.
 
         Raises:
             HistoryError: unknown period.
@@ -383,7 +396,7 @@ class History:
             raise HistoryError("period: must be days or months")
         step = pick.pick(start_s, now_s, now_s)
         offset = time.localtime(now_s).tm_gmtoff
-        rows = await self._query(energy_flux(step.bucket, max(step.window_s, 1), start_s, every, offset))
+        rows = await self._query(energy_flux(step.bucket, max(step.window_s, 1), start_s, every, offset, members))
         names = {("battery", "in"): "charged", ("battery", "out"): "discharged", ("charger", "in"): "solar"}
         periods: dict[float, dict[str, float]] = {}
         for row in rows:

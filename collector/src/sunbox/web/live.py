@@ -109,6 +109,21 @@ class LiveState:
     def _device(self, device_id: str) -> Device:
         return self.devices.setdefault(device_id, Device(device_id))
 
+    def bank_members(self) -> frozenset[str]:
+        """The device ids the banks now name as their packs and meters (``packs``,
+        ``meter`` of each bank's newest reading; a bridged site's with its prefix)."""
+        out: set[str] = set()
+        for d in self.devices.values():
+            if d.kind != "bank" or not d.state:
+                continue
+            site = d.device_id.rsplit(".", 1)[0] + "." if "." in d.device_id else ""
+            packs = d.state.get("packs")
+            names = packs.split(",") if isinstance(packs, str) else []
+            if isinstance(d.state.get("meter"), str):
+                names.append(d.state["meter"])
+            out.update(site + n for n in names if n)
+        return frozenset(out)
+
     def device(self, device_id: str) -> dict[str, Any]:
         """The JSON-ready view of one device (see the module docstring)."""
         d = self.devices[device_id]

@@ -267,7 +267,8 @@ class WebApp:
 
     async def energy_route(self, request: web.Request) -> web.StreamResponse:
         period = request.query.get("period", "days")
-        return await self._from_storage("energy", lambda history: history.energy(period, time.time()))
+        members = self.live.bank_members()
+        return await self._from_storage("energy", lambda history: history.energy(period, time.time(), members))
 
     # --- middleware --------------------------------------------------------------------
 
