@@ -159,3 +159,11 @@ def test_the_aggregator_publishes_each_bank_at_its_interval() -> None:
     aggregator.observe(Reading("big", "battery", NOW - 5000, {"soc": 1.0}))  # older than what it has: ignored
     assert aggregator.tick(NOW + 20_000)[0].values["soc"] == pytest.approx(79.47, abs=0.01)
     assert len(published) == 3
+
+
+def test_a_bank_is_a_configured_device_so_discovery_keeps_its_entities() -> None:
+    from sunbox.service import expected_ids, is_configured
+
+    config = config_with([{"id": "house", "packs": ["pack-a", "pack-b"], "meter": "bmv"}])
+    assert is_configured(config)("house") and not is_configured(config)("cabin")
+    assert "house" not in expected_ids(config), "--once waits for devices, not for the banks it computes"

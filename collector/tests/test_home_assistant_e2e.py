@@ -173,6 +173,8 @@ def collector_config(broker: Mosquitto, tmp_path: Path, ports: list[str]) -> Any
                     "publish_interval_s": 2,
                 }
             ],
+            # a bank of the JBD pack with the BMV as its meter (issue 31)
+            "banks": [{"id": "house", "packs": ["bms"], "meter": "bmv", "interval_s": 2}],
             "health_interval_s": 2,
         }
     )
@@ -218,7 +220,7 @@ async def test_home_assistant_sees_every_device_as_it_is(
     ha = home_assistant
     ha.add_mqtt(broker.port, broker.username, broker.password)
     sent: list[Reading] = []
-    devices = {"bms", "mppt", "smartsolar", "bmv", "bluesolar", *ADVERT_RECORDS.values(), *VENUS_IDS}
+    devices = {"bms", "mppt", "smartsolar", "bmv", "bluesolar", "house", *ADVERT_RECORDS.values(), *VENUS_IDS}
     async with every_family(broker) as (world, ports, _gx):
         config = collector_config(broker, tmp_path, ports)
         async with collector_running(config, sent, await sim_backend(world, config)):

@@ -253,9 +253,9 @@ async def run_service(config: Config) -> None:
 
 
 def is_configured(config: Config) -> Callable[[str], bool]:
-    """Whether a device id belongs to this configuration: a configured id, or one of a
-    Venus OS source's devices (``<id>-<service>-<instance>``)."""
-    ids = frozenset(expected_ids(config))
+    """Whether a device id belongs to this configuration: a configured id or bank, or one
+    of a Venus OS source's devices (``<id>-<service>-<instance>``)."""
+    ids = frozenset(expected_ids(config)) | {b.id for b in config.banks}
     venus = tuple(f"{d.id}-" for d in config.venus)
 
     def configured(device_id: str) -> bool:
