@@ -160,6 +160,39 @@ def test_every_simulated_device_reaches_the_raw_bucket_within_a_minute(host: Any
     assert seen >= DEVICES, f"devices with readings in the last minute: {sorted(seen)}; expected {sorted(DEVICES)}"
 
 
+def test_the_bank_is_stored_with_both_packs_and_the_meters_soc(host: Any, secrets: dict[str, Any]) -> None:
+    """Issue 31: the bank ``house`` (packs ``battery`` and ``paired``, meter ``shunt``)
+    reaches the raw bucket like any device, counts both packs, takes the BMV's SOC and
+    sums the packs' capacities."""
+    token = secrets["sunbox_influxdb_admin_token"]
+    query = (
+        'from(bucket: "sunbox_raw") |> range(start: -3m) '
+        '|> filter(fn: (r) => (r._measurement == "bank" and r.device == "house") '
+        'or (r.device == "shunt" and r._field == "soc") '
+        'or ((r.device == "battery" or r.device == "paired") and r._field == "capacity_nominal")) '
+        '|> keep(columns: ["_time", "_value", "_field", "device"])'
+    )
+    bank: dict[str, str] = {}
+    rows: list[dict[str, str]] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        rows = flux_records(host, token, query)
+        newest: dict[str, tuple[str, str]] = {}
+        for row in rows:
+            if row.get("device") == "house" and row["_time"] >= newest.get(row["_field"], ("", ""))[0]:
+                newest[row["_field"]] = (row["_time"], row["_value"])
+        bank = {field: value for field, (_, value) in newest.items()}
+        if bank.get("packs_fresh") in ("2", "2.0") and bank.get("meter_fresh") == "true":
+            break
+        time.sleep(10)
+    assert bank.get("packs_fresh") in ("2", "2.0") and bank.get("packs_total") in ("2", "2.0"), bank
+    assert bank.get("partial") == "false" and bank.get("meter_fresh") == "true", bank
+    shunt_socs = {float(r["_value"]) for r in rows if r.get("device") == "shunt"}
+    assert float(bank["soc"]) in shunt_socs, f"the bank's SOC {bank['soc']} is not one the meter sent: {shunt_socs}"
+    packs = {r["device"]: float(r["_value"]) for r in rows if r["_field"] == "capacity_nominal"}
+    assert float(bank["capacity_nominal"]) == pytest.approx(packs["battery"] + packs["paired"]), (bank, packs)
+
+
 def test_downsampling_tasks_exist_and_succeed(host: Any, secrets: dict[str, Any]) -> None:
     token = secrets["sunbox_influxdb_admin_token"]
     tasks = influx(host, token, "GET", "/api/v2/tasks?org=sunbox")["tasks"]
