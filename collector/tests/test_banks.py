@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from sunbox.banks import BANK_QUANTITIES, BankAggregator, compute_bank
+from sunbox.banks import BankAggregator, compute_bank
 from sunbox.config import BankConfig, ConfigError, parse
 from sunbox.model import Reading
+from sunbox.quantities import FAMILY_QUANTITIES
 
 MQTT = {"username": "u", "password": "p"}
 DEVICES = [
@@ -101,7 +102,7 @@ def test_soc_is_weighted_by_capacity_and_power_summed() -> None:
     assert (v["temperature_min"], v["temperature_max"]) == (19.5, 23.0)
     assert v["soc_spread"] == 40
     assert (v["packs_fresh"], v["packs_total"], v["partial"], v["meter_fresh"]) == (2, 2, False, None)
-    assert set(v) == BANK_QUANTITIES
+    assert set(v) == FAMILY_QUANTITIES["bank"]
 
 
 def test_a_silent_pack_is_counted_out_and_said() -> None:

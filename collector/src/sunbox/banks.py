@@ -43,39 +43,6 @@ from typing import Any
 from sunbox.config import BankConfig
 from sunbox.model import Reading, now_ms
 
-#: Every quantity a bank reading carries (``collector/tests/test_quantities.py`` checks
-#: the table's ``bank`` family against it).
-BANK_QUANTITIES = frozenset(
-    {
-        "voltage",
-        "current",
-        "power",
-        "soc",
-        "capacity_remaining",
-        "capacity_nominal",
-        "time_to_go",
-        "time_to_full",
-        "cell_voltage_min",
-        "cell_voltage_min_pack",
-        "cell_voltage_min_cell",
-        "cell_voltage_max",
-        "cell_voltage_max_pack",
-        "cell_voltage_max_cell",
-        "cell_voltage_delta",
-        "temperature_min",
-        "temperature_max",
-        "soc_spread",
-        "protection_bits",
-        "packs_fresh",
-        "packs_total",
-        "partial",
-        "meter_fresh",
-        "packs",
-        "meter",
-        "model",
-    }
-)
-
 #: below this current (A) a bank is idle: no time to go or to full
 IDLE_A = 0.05
 
