@@ -87,32 +87,49 @@ async def test_the_ladder_climbs_past_a_hanging_and_a_failing_rung() -> None:
     assert supervisor.recoveries == {"rfkill": 1} and supervisor.rung_failures == 2
 
 
-async def test_a_connect_failing_after_a_stuck_disconnect_recovers_at_once() -> None:
-    cycles: list[str] = []
+async def test_a_stuck_disconnect_recovers_at_once_from_the_kernel_rung() -> None:
+    """bluetoothd sends one management command at a time: behind a stuck Disconnect a
+    D-Bus power-off only queues (docs/virtual-pi.md), so the ladder starts at the kernel."""
+    calls: list[str] = []
 
-    async def cycle() -> None:
-        cycles.append("dbus")
+    async def dbus() -> None:
+        calls.append("dbus")
 
-    supervisor = AdapterSupervisor("hci0", cycle, 6, 0)
-    assert not await supervisor.report_failure()  # 1 of 6: no reason yet
-    supervisor.report_stuck_disconnect("battery")
-    assert await supervisor.report_failure() and cycles == ["dbus"]
-    # the recovery cleared it: counting starts over
+    async def mgmt() -> None:
+        calls.append("mgmt")
+
+    supervisor = AdapterSupervisor("hci0", dbus, 6, 0, [("mgmt", mgmt, 1.0)])
+    assert await supervisor.report_stuck_disconnect("battery")
+    assert calls == ["mgmt"] and supervisor.recoveries == {"mgmt": 1} and supervisor.power_cycles == 1
+    # the count of failed connections starts over after it
     assert not await supervisor.report_failure()
-    # a good connection in between clears it too
-    supervisor.report_stuck_disconnect("mppt")
+    # with no helper there is only the D-Bus rung, and it is tried
+    alone = AdapterSupervisor("hci0", dbus, 6, 0)
+    assert await alone.report_stuck_disconnect("battery") and calls == ["mgmt", "dbus"]
+    # with no way to recover at all, nothing is claimed
+    assert not await AdapterSupervisor("hci0", None, 6, 0).report_stuck_disconnect("battery")
+
+
+async def test_a_stuck_disconnect_held_back_by_the_rate_limit_escalates_at_the_next_failure() -> None:
+    calls: list[str] = []
+
+    async def dbus() -> None:
+        calls.append("dbus")
+
+    async def mgmt() -> None:
+        calls.append("mgmt")
+
+    supervisor = AdapterSupervisor("hci0", dbus, 6, 0.3, [("mgmt", mgmt, 1.0)])
+    assert not await supervisor.report_failure()  # 1 of 6: no reason yet
+    assert await supervisor.report_stuck_disconnect("battery") and calls == ["mgmt"]
+    # a second one within the rate limit: held back, remembered
+    assert not await supervisor.report_stuck_disconnect("mppt") and calls == ["mgmt"]
+    assert not await supervisor.report_failure()
+    await asyncio.sleep(0.35)
+    # past the limit, the first failed connection escalates, from the kernel rung again
+    assert await supervisor.report_failure() and calls == ["mgmt", "mgmt"]
+    # held back again, then a good connection in between: the sign is cleared
+    assert not await supervisor.report_stuck_disconnect("mppt")
     supervisor.report_success()
-    assert not await supervisor.report_failure() and cycles == ["dbus"]
-
-
-async def test_the_wedge_sign_respects_the_recovery_rate_limit() -> None:
-    cycles: list[str] = []
-
-    async def cycle() -> None:
-        cycles.append("dbus")
-
-    supervisor = AdapterSupervisor("hci0", cycle, 6, 900)
-    supervisor.report_stuck_disconnect("battery")
-    assert await supervisor.report_failure()
-    supervisor.report_stuck_disconnect("battery")
-    assert not await supervisor.report_failure() and cycles == ["dbus"]
+    await asyncio.sleep(0.35)
+    assert not await supervisor.report_failure() and calls == ["mgmt", "mgmt"]

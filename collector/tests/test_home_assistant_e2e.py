@@ -21,6 +21,8 @@ import asyncio
 import collections
 import contextlib
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from sunbox.alarms.rules import DEFAULT_RULES
 from sunbox.config import parse
 from sunbox.model import Reading
 from sunbox.mqtt.discovery import entity_keys, quantity_of, slug
@@ -267,6 +270,9 @@ async def test_home_assistant_sees_every_device_as_it_is(
             assert set(per_device) == devices | {"gx"}  # the GX source: its link health
             print("entities per device:", json.dumps(dict(sorted(per_device.items()))))
 
+            # the alarms (issue 32): the service's own device, from its discovery
+            await asyncio.to_thread(lambda: _alarms_in_home_assistant(ha, broker, tmp_path))
+
             # the Energy dashboard takes the energy counters without an issue
             prefs = {
                 "energy_sources": [
@@ -327,6 +333,49 @@ async def test_home_assistant_sees_every_device_as_it_is(
         and "Disconnected from MQTT server" not in line
     ]
     assert not problems, "Home Assistant's log:\n" + "\n".join(problems[:40])
+
+
+def _alarms_in_home_assistant(ha: HomeAssistant, broker: Mosquitto, tmp_path: Path) -> None:
+    """`sunbox alarms run` with one rule that holds (the BMS's SOC below 101 %): Home
+    Assistant shows one active alarm, with its id in the attributes, and both problem
+    sensors on; when the service stops, its entities are unavailable."""
+    config = tmp_path / "alarms.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "mqtt": {**mqtt_settings(broker), "client_id": "sunbox-alarms"},
+                "defaults": {rule.id: False for rule in DEFAULT_RULES},
+                "rules": [{"id": "bms-low", "quantity": "soc", "below": 101, "device": "bms", "severity": "alarm"}],
+                "state_path": str(tmp_path / "alarms-state.json"),
+                "outbox_path": str(tmp_path / "alarms-outbox.sqlite3"),
+            }
+        )
+    )
+    process = subprocess.Popen([sys.executable, "-m", "sunbox.cli", "alarms", "run", "-c", str(config)])
+    entities = (
+        "sensor.sunbox_alarms_active",
+        "binary_sensor.sunbox_alarms_alarm",
+        "binary_sensor.sunbox_alarms_warning",
+    )
+    try:
+
+        def raised() -> bool:
+            states = ha.states()
+            return [states.get(e, {}).get("state") for e in entities] == ["1", "on", "on"]
+
+        _poll(raised, 60)
+        attributes = ha.states()["sensor.sunbox_alarms_active"]["attributes"]
+        assert [a["id"] for a in attributes["alarms"]] == ["bms-low/bms"], attributes
+        assert attributes["alarms"][0]["severity"] == "alarm" and attributes["alarms"][0]["active"] is True
+    finally:
+        process.terminate()
+        process.wait(10)
+
+    def unavailable() -> bool:
+        states = ha.states()
+        return all(states[e]["state"] == "unavailable" for e in entities)
+
+    _poll(unavailable, 30)
 
 
 def enabled(registry: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""JBD decoder on real-world edge cases: absent NTCs, unused cell slots, packs above 655 Ah.
+"""JBD decoder on real-world edge cases: absent NTCs, 0 V and impossible cells, packs above 655 Ah.
 
 Every frame here is an **edited copy of a real capture** (``fixtures/devices.json``,
 syssi/esphome-jbd-bms ``docs/pdus/JBD-SP04S034-L4S-200A-B-U.txt`` and
@@ -64,26 +64,34 @@ def test_temperatures_outside_the_plausible_range_are_absent(raw: int, expected:
     assert values["temperatures"][0] == expected
 
 
-def test_an_unused_cell_slot_is_absent_and_does_not_drag_min_or_spread() -> None:
-    # Cell 3 (data offset 4) set to 0 mV: an unused slot on a board wired for fewer cells.
+def test_a_cell_at_0_mv_is_a_fault_that_counts_in_min_and_spread() -> None:
+    # Cell 3 (data offset 4) set to 0 mV. The BMS reports only its configured cells, so
+    # this is a broken sense lead or a dead cell (issue 32; fl4p/batmon-ha keeps it too)
     cells = jbd.decode(edited(SP04S034_CELLS, 4, b"\x00\x00"))["cell_voltages"]
-    assert cells == [3.909, 3.901, None, 3.901]
+    assert cells == [3.909, 3.901, 0.0, 3.901]
     assert cell_statistics(cells) == {
-        "cell_voltage_min": 3.901,
+        "cell_voltage_min": 0.0,
         "cell_voltage_max": 3.909,
-        "cell_voltage_delta": 0.008,
+        "cell_voltage_delta": 3.909,
     }
 
 
+def test_a_cell_voltage_that_cannot_be_true_is_absent() -> None:
+    # 0xFFFF = 65.5 V from one cell: nothing lithium shows that
+    cells = jbd.decode(edited(SP04S034_CELLS, 4, b"\xff\xff"))["cell_voltages"]
+    assert cells == [3.909, 3.901, None, 3.901]
+    assert cell_statistics(cells)["cell_voltage_min"] == 3.901
+
+
 def test_no_cell_present_gives_no_statistics() -> None:
-    cells = jbd.decode(edited(SP04S034_CELLS, 0, bytes(8)))["cell_voltages"]
+    cells = jbd.decode(edited(SP04S034_CELLS, 0, b"\xff\xff" * 4))["cell_voltages"]
     assert cells == [None, None, None, None]
     assert cell_statistics(cells) == {"cell_voltage_min": None, "cell_voltage_max": None, "cell_voltage_delta": None}
 
 
 def test_absent_slots_are_not_written_to_influxdb() -> None:
     values: dict[str, Any] = jbd.decode(edited(SP04S034_BASIC, 25, b"\x00\x00"))
-    values.update(cell_voltages=jbd.decode(edited(SP04S034_CELLS, 4, b"\x00\x00"))["cell_voltages"])
+    values.update(cell_voltages=jbd.decode(edited(SP04S034_CELLS, 4, b"\xff\xff"))["cell_voltages"])
     payload = {"device_id": "bank1", "kind": "battery", "time_ms": 1_750_000_000_000, **values}
     point = parse_message("sunbox/bank1/state", json.dumps(payload).encode(), now_ms=1_750_000_000_000)
     fields = point.fields
@@ -152,11 +160,13 @@ def test_no_decoded_temperature_is_outside_minus_60_to_150(ntc: list[int], ext: 
 
 @settings(max_examples=300)
 @given(cells=st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=32))
-def test_no_decoded_cell_voltage_is_outside_half_to_five_volts(cells: list[int]) -> None:
+def test_no_decoded_cell_voltage_is_outside_zero_to_five_volts(cells: list[int]) -> None:
     data = b"".join(c.to_bytes(2, "big") for c in cells)
     decoded = jbd.decode(jbd.encode_response(jbd.REG_CELL_VOLTAGES, data))["cell_voltages"]
     assert len(decoded) == len(cells)
-    assert all(0.5 <= v <= 5.0 for v in decoded if v is not None)
+    assert all(0.0 <= v <= 5.0 for v in decoded if v is not None)
+    # only what cannot be true is dropped: every cell at or under 5 V is kept, 0 V included
+    assert [v is None for v in decoded] == [c > 5000 for c in cells]
     stats = cell_statistics(decoded)
     if stats["cell_voltage_min"] is not None:
-        assert 0.5 <= stats["cell_voltage_min"] <= stats["cell_voltage_max"] <= 5.0
+        assert 0.0 <= stats["cell_voltage_min"] <= stats["cell_voltage_max"] <= 5.0

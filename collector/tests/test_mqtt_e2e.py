@@ -33,8 +33,9 @@ pytestmark = pytest.mark.stack
 class Subscriber:
     """A persistent-session QoS 1 subscriber collecting every message per topic."""
 
-    def __init__(self, server: Mosquitto) -> None:
+    def __init__(self, server: Mosquitto, *filters: str) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
+        wanted = [(f, 1) for f in filters or ("sunbox/#", "homeassistant/#")]
         self.lock = threading.Lock()
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -42,7 +43,7 @@ class Subscriber:
             clean_session=False,
         )
         self.client.username_pw_set(server.username, server.password)
-        self.client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe([("sunbox/#", 1), ("homeassistant/#", 1)])
+        self.client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(wanted)
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.2, 1)
         self.client.connect("127.0.0.1", server.port)

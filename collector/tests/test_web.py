@@ -12,7 +12,9 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,11 @@ def test_nothing_changes_anything_and_the_policy_is_strict(web: WebServer) -> No
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         for path in ("/", "/api/state", "/api/history", "/api/live"):
             assert requests.request(method, web.url + path, timeout=5).status_code == 405, (method, path)
+    # the one write, an alarm's acknowledgement, is a POST of JSON naming an active alarm
+    for method in ("GET", "PUT", "DELETE"):
+        assert requests.request(method, web.url + "/api/alarms/ack", timeout=5).status_code == 405, method
+    assert requests.post(web.url + "/api/alarms/ack", data="id=x", timeout=5).status_code == 415
+    assert requests.post(web.url + "/api/alarms/ack", json={"id": "nope/none"}, timeout=5).status_code == 404
     page = requests.get(web.url + "/", timeout=5)
     csp = page.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
@@ -636,3 +643,137 @@ def test_energy_counts_a_bank_once_and_not_its_packs(web: WebServer, influxdb: I
         client.write_api(write_options=SYNCHRONOUS).write(bucket, record=points, write_precision=WritePrecision.MS)
     after, _, _ = charged()
     assert after - before == pytest.approx(1000.0, abs=1.0), (before, after)
+
+
+# --- alarms (issue 32) ----------------------------------------------------------------------
+
+
+def test_alarms_show_on_every_page_and_the_touchscreen_acknowledges_them(
+    mosquitto: Mosquitto, influxdb: InfluxDB, dashboards_token: str, tmp_path: Path, publisher: Publisher
+) -> None:
+    """The real alarm engine (`sunbox alarms run`) and display on the real broker, the page in
+    real Chromium at 800x480: a reading that breaks a rule puts the alarm in a banner on
+    every page (Now still without scrolling), the Alarms page lists it, and its
+    Acknowledge button (the kiosk's browser, on loopback) reaches the engine."""
+    prefix = f"webalarms{uuid.uuid4().hex[:6]}"  # retained alarms stay out of the other tests
+    config = tmp_path / "alarms.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "username": mosquitto.username,
+                         "password": mosquitto.password, "client_id": f"alarms-{prefix}", "topic_prefix": prefix},
+                "defaults": {"offline": False, "soc-low": False},
+                "rules": [
+                    {"id": "house-low", "quantity": "soc", "below": 20, "device": "house", "severity": "alarm",
+                     "text": "house bank low"},
+                    {"id": "spread", "quantity": "cell_voltage_delta", "above": 0.005, "device": "bat1"},
+                ],
+                "state_path": str(tmp_path / "state.json"),
+                "outbox_path": str(tmp_path / "outbox.sqlite3"),
+            }
+        )
+    )  # fmt: skip
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "sunbox.cli", "alarms", "run", "-c", str(config)],
+        stdout=(tmp_path / "alarms.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = WebServer(tmp_path / "web", mosquitto, influxdb.url, dashboards_token, prefix=prefix)
+    server.start()
+    server.wait_broker()
+    try:
+        with chromium() as driver:
+            open_page(driver, server, "now")
+            banner = lambda: driver.find_element("id", "banner")  # noqa: E731
+            wait_for(lambda: "engine" not in banner().text, what="the engine online")
+            publisher.reading("bat1", "battery", battery_reading(soc=87.0), prefix=prefix)
+            started = time.monotonic()
+            publisher.reading("house", "battery", battery_reading(soc=12.0), prefix=prefix)
+            wait_for(lambda: banner().is_displayed() and "house" in banner().text, what="the banner")
+            shown_s = time.monotonic() - started
+            print(f"reading that breaks the rule -> banner on the screen: {shown_s:.2f} s")
+            assert "house: house bank low (12)" in banner().text and "+1 more" in banner().text, banner().text
+            assert "alarm" in banner().get_attribute("class").split()
+            for page in [*PAGES, "alarms"]:
+                open_page(driver, server, page)
+                wait_for(lambda: banner().is_displayed(), what=f"the banner on {page}")
+                if page == "now":
+                    size = driver.execute_script(
+                        "const p = document.getElementById('page'); "
+                        "return [document.documentElement.scrollHeight, innerHeight, p.scrollHeight, p.clientHeight]"
+                    )
+                    assert size[0] <= size[1] and size[2] <= size[3], f"Now scrolls under the banner: {size}"
+                    shoot(driver, "now-alarm-800x480")
+            items = lambda: driver.find_elements("css selector", ".alarm-item")  # noqa: E731
+            wait_for(lambda: len(items()) == 2, what="two active alarms")
+            assert [i.get_attribute("data-alarm") for i in items()] == ["house-low/house", "spread/bat1"]
+            shoot(driver, "alarms-800x480")
+            heights = driver.execute_script(
+                "return [...document.querySelectorAll('button, .tabs a, #banner')]"
+                ".map(e => e.getBoundingClientRect().height)"
+            )
+            assert min(heights) >= 48, heights
+            for alarm_id in ("house-low/house", "spread/bat1"):
+                driver.find_element("css selector", f'button[data-ack="{alarm_id}"]').click()
+                wait_for(
+                    lambda alarm_id=alarm_id: (
+                        not driver.find_elements("css selector", f'button[data-ack="{alarm_id}"]')
+                    ),
+                    what=f"{alarm_id} acknowledged",
+                )
+            wait_for(lambda: "acked" in banner().get_attribute("class").split(), what="a quiet banner")
+            assert banner().text == "2 acknowledged alarms still active"
+            active = server.state()["alarms"]["active"]
+            assert all(a["acked_ms"] for a in active) and len(active) == 2, active
+            set_viewport(driver, 1920, 1080)
+            time.sleep(0.3)
+            shoot(driver, "alarms-1920x1080")
+            # it clears: gone from the banner, in the past alarms
+            set_viewport(driver, 800, 480)
+            publisher.reading("house", "battery", battery_reading(soc=40.0), prefix=prefix)
+            wait_for(lambda: banner().text == "1 acknowledged alarm still active", what="one left")
+            wait_for(lambda: "cleared" in page_text(driver), what="the past alarms")
+            assert console_errors(driver) == []
+    finally:
+        server.stop()
+        engine.terminate()
+        engine.wait(10)
+
+
+async def test_only_the_touchscreen_or_a_viewer_with_the_password_acknowledges(tmp_path: Path) -> None:
+    """The display's one write (issue 32): from loopback, or from the LAN with the viewer
+    password; an unauthenticated LAN request is refused, with or without a password set."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from sunbox.web.config import parse
+    from sunbox.web.server import WebApp
+
+    sent: list[str] = []
+    secret = tmp_path / "viewer"
+    secret.write_text("cabin-2026\n")
+    alarm = {"id": "soc-low/house", "rule": "soc-low", "device": "house", "severity": "warning", "text": "low",
+             "raised_ms": 1, "value": 12.0, "acked_ms": None, "cleared_ms": None}  # fmt: skip
+
+    def app_with(password: bool) -> WebApp:
+        extra = {"viewer_password_file": str(secret)} if password else {}
+        app = WebApp(parse({"mqtt": {"username": "u", "password": "p"}, "influx": {"token": "t"}, **extra}), None)
+        app.live.apply("sunbox/_alarms/active", json.dumps([alarm]).encode(), 0)
+        app.acknowledge = lambda alarm_id: sent.append(alarm_id) is None
+        return app
+
+    async def ack(app: WebApp, address: str, password: str | None = None) -> int:
+        headers = {"Content-Type": "application/json"}
+        if password is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"x:{password}".encode()).decode()
+        request = make_mocked_request("POST", "/api/alarms/ack", headers=headers, transport=_Peer(address))
+        request._read_bytes = json.dumps({"id": "soc-low/house"}).encode()  # the body aiohttp would have read
+        return (await app.guard(request, app.ack_route)).status
+
+    open_lan, guarded = app_with(False), app_with(True)
+    assert await ack(open_lan, "192.0.2.10") == 403  # no viewer password: the LAN only looks
+    assert await ack(guarded, "192.0.2.10") == 401
+    assert await ack(guarded, "192.0.2.10", "wrong") == 401
+    assert sent == []
+    assert await ack(open_lan, "127.0.0.1") == 202  # the touchscreen
+    assert await ack(guarded, "192.0.2.10", "cabin-2026") == 202
+    assert sent == ["soc-low/house", "soc-low/house"]

@@ -75,10 +75,12 @@ class Publisher:
     def raw(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
-    def reading(self, device_id: str, kind: str, values: dict[str, Any], time_ms: int | None = None) -> int:
+    def reading(
+        self, device_id: str, kind: str, values: dict[str, Any], time_ms: int | None = None, prefix: str = "sunbox"
+    ) -> int:
         stamp = now_ms() if time_ms is None else time_ms
         body = {"device_id": device_id, "kind": kind, "time_ms": stamp, **values}
-        self.raw(f"sunbox/{device_id}/state", json.dumps(body))
+        self.raw(f"{prefix}/{device_id}/state", json.dumps(body))
         return stamp
 
     def health(self, device_id: str, **values: Any) -> None:
@@ -93,7 +95,9 @@ class Publisher:
 class WebServer:
     """``sunbox web`` as a real process (the CLI), configured for the given servers."""
 
-    def __init__(self, workdir: Path, mosquitto: Mosquitto, influx_url: str, token: str, **extra: Any) -> None:
+    def __init__(
+        self, workdir: Path, mosquitto: Mosquitto, influx_url: str, token: str, prefix: str = "sunbox", **extra: Any
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +113,7 @@ class WebServer:
                 "username": mosquitto.username,
                 "password": mosquitto.password,
                 "client_id": f"web-{uuid.uuid4().hex[:6]}",
+                "topic_prefix": prefix,
             },
             "influx": {"url": influx_url, "org": "sunbox", "token_file": str(token_file)},
             # the test's browser plays the kiosk: it runs as this account

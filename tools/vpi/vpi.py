@@ -61,6 +61,9 @@ RELEASES = ("trixie", "bookworm")
 #: (as in CI) a paired device took 8.5 s, so the check allows 15 s and prints the 5 s verdict
 CYCLE_BACK_TARGET_S = 5.0
 CYCLE_BACK_S = 15.0
+#: with the wedge met by a running collector, every device streams again within this many
+#: seconds of its stuck disconnect (issue 35: 60 s of the first failed operation)
+WEDGE_BACK_S = 60.0
 HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs"}
 
 
@@ -278,8 +281,8 @@ stop $daemon; sync
 
 # the wedge met by a running collector: its links to the GATT devices made the wedged way,
 # then the battery stops answering. Its poll times out, its disconnect sticks in
-# bluetoothd, and every device must be back (so far BlueZ has reconnected it without a
-# rung; where a reconnect fails, the collector climbs the ladder: its log says which rungs)
+# bluetoothd, and the collector recovers the adapter by itself (from the kernel rung:
+# a D-Bus power-off would queue behind that Disconnect); every device must be back
 echo "A4:C1:37:00:00:01 C8:47:80:00:00:02 A4:C1:37:00:00:07 F9:3E:4C:00:00:09" > /run/sunbox-sim-wedge
 sleep 2
 since=$(date +%s.%N)
@@ -294,6 +297,16 @@ rm -f /run/sunbox-sim-silent
 stuck_at=$(date +%s.%N)
 echo "$silent_at $stuck_at" > /root/live-wedge.times
 /usr/local/sbin/sunbox-vpi-wait "$stuck_at" 240 > /root/live-wedge-back.json
+# the ladder's last rung, rfkill, against the kernel with live links (the collector's own
+# call: the helper's soft block and unblock, then Powered over D-Bus)
+since=$(date +%s.%N)
+timeout 60 /opt/sunbox/bin/python -c "import asyncio; from sunbox.ble.adapter import helper_rungs; \
+rung = {n: a for n, a, b in helper_rungs('hci0', '/run/sunbox-recovery.sock')}['rfkill']; asyncio.run(rung())" \
+  > /root/rfkill.log 2>&1
+echo $? > /root/rfkill.rc
+done_at=$(date +%s.%N)
+echo "$since $done_at" > /root/rfkill.times
+/usr/local/sbin/sunbox-vpi-wait "$done_at" 90 > /root/rfkill-back.json
 stop $daemon; sync
 sleep 2
 journalctl -b -u bluetooth --no-pager > /root/bluetoothd.log 2>&1
@@ -375,7 +388,10 @@ def collector_lines(log_text: str, devices: list[str], last: int = 12) -> str:
 
 def live_wedge(disk: Path, problems: list[str]) -> None:
     """The wedge met by a running collector: the rungs it climbed by itself, and how long
-    from the battery going silent to every device streaming again."""
+    from its stuck disconnect (and from the battery going silent) to every device
+    streaming again. Where a disconnect stuck (bookworm's BlueZ 5.66; trixie's did not
+    wedge), the collector must have recovered the adapter by a rung, and every device be
+    back within ``WEDGE_BACK_S``. Then the rfkill rung with live links."""
     log_text = guest_file(disk, "/root/daemon5.log")
     times = guest_file(disk, "/root/live-wedge.times").split()
     back = guest_json(disk, "/root/live-wedge-back.json")
@@ -385,17 +401,36 @@ def live_wedge(disk: Path, problems: list[str]) -> None:
         if "recovered by rung" in line or "recovery rung" in line
     ]
     stuck = log_text.count("disconnect did not complete")
-    slowest = None
+    slowest = after_stuck = None
     if back and back["all"] and len(times) == 2:
-        slowest = round(float(times[1]) - float(times[0]) + max(back["seconds"].values()), 1)
+        after_stuck = max(back["seconds"].values())
+        slowest = round(float(times[1]) - float(times[0]) + after_stuck, 1)
     print(
         f"--- live wedge: {stuck} disconnect(s) stuck; rungs {rungs};"
-        f" every device back {slowest} s after the battery went silent"
+        f" every device back {after_stuck} s after the stuck disconnect, {slowest} s after the battery went silent"
     )
     print(f"--- live wedge, after the stuck disconnect: {back}")
     if not back or not back["all"]:
         problems.append(f"live wedge: not every device back: {back}")
         print(collector_lines(log_text, ["battery", "hci0"], 30))
+    elif stuck and after_stuck is not None and after_stuck > WEDGE_BACK_S:
+        problems.append(
+            f"live wedge: every device back {after_stuck} s after the stuck disconnect (> {WEDGE_BACK_S:g} s)"
+        )
+    if stuck and not any("recovered by rung" in rung for rung in rungs):
+        problems.append(f"live wedge: a disconnect stuck and the collector recovered nothing: {rungs}")
+        print(collector_lines(log_text, ["battery", "hci0"], 30))
+    rc = guest_file(disk, "/root/rfkill.rc").strip()
+    times = guest_file(disk, "/root/rfkill.times").split()
+    took = f"{float(times[1]) - float(times[0]):.2f} s" if len(times) == 2 else "?"
+    back = guest_json(disk, "/root/rfkill-back.json")
+    print(f"--- rfkill rung with live links: exit {rc or 'none'} in {took}; back after it: {back}")
+    if rc != "0":
+        output = guest_file(disk, "/root/rfkill.log")[-400:]
+        problems.append(f"the rfkill rung did not complete (exit {rc or 'none'}): {output}")
+    elif not back or not back["all"]:
+        problems.append(f"after the rfkill rung, not every device back within 90 s: {back}")
+        print(collector_lines(log_text, ["advert", "battery", "mppt", "paired", "solar", "hci0"], 30))
 
 
 def guest_file(disk: Path, path: str) -> str:
@@ -554,6 +589,7 @@ def ble_test(keep: bool, release: str = "bookworm") -> int:
         "daemon5.log",
         "cycle.log",
         "recover.log",
+        "rfkill.log",
         "helper.log",
         "bluetoothd.log",
         "dmesg.log",

@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from sunbox import __version__, decode_cli
 from sunbox import config as config_mod
+from sunbox.alarms import commands as alarms_commands
 from sunbox.backup import commands as backup_commands
 from sunbox.ble import kernel_recovery
 from sunbox.storage import commands as storage_commands
@@ -120,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--corrupt-every", type=int, default=None, help="break every n-th block's checksum")
     storage_commands.add_parsers(sub)
     backup_commands.add_parsers(sub)
+    alarms_commands.add_parsers(sub)
 
     web = sub.add_parser("web", help="serve the live display (touchscreen and LAN browsers)")
     web.add_argument("-c", "--config", type=Path, default=WEB_CONFIG, help="configuration file")
@@ -404,6 +406,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return storage_commands.cmd_influx(args)
     if args.command == "backup":
         return backup_commands.cmd_backup(args)
+    if args.command == "alarms":
+        return alarms_commands.cmd_alarms(args)
     if args.command == "adapter-recovery":
         return asyncio.run(_adapter_recovery(args))
     if args.command == "sim":

@@ -1,4 +1,4 @@
-// Sunbox display: Now, History, Cells, Health. Live values over one WebSocket
+// Sunbox display: Now, History, Cells, Health, Alarms. Live values over one WebSocket
 // (/api/live), history from /api/history and /api/energy. Every value shows how old it
 // is: fresh, stale (orange), dead (red) or unknown (a dash). Nothing is fetched from
 // anywhere but the Pi itself.
@@ -18,6 +18,9 @@ const app = {
   disk: null, // the card holding the history: {status: ok|low|full|read-only|unknown, free_bytes, ...}
   backup: null, // the nightly backup: {status: none|ok|overdue|unknown, age_s, size_bytes, error}
   gaps: {}, // device -> 10-minute windows without a reading in the last 24 h
+  // the alarm engine (docs/alarms.md): active (null until it has said), history, online
+  alarms: { active: null, history: [], online: null },
+  ackError: "", // why the last acknowledgement was refused
   history: { range: "24h", quantity: "soc", zoom: null, chart: null, seq: 0 },
 };
 
@@ -75,6 +78,7 @@ function connect() {
       app.collectorOnline = m.collector_online;
       app.disk = m.disk || null;
       app.backup = m.backup || null;
+      app.alarms = m.alarms || app.alarms;
       app.staleS = m.stale_after_s;
       app.deadS = m.dead_after_s;
       app.skipped = m.skipped;
@@ -95,6 +99,9 @@ function connect() {
       renderLive();
     } else if (m.type === "backup") {
       app.backup = m.backup;
+      renderLive();
+    } else if (m.type === "alarms") {
+      app.alarms = m.alarms;
       renderLive();
     }
   };
@@ -152,6 +159,87 @@ function renderStatus() {
   }
   el.textContent = text;
   el.className = `status ${cls}`;
+}
+
+// --- alarms ----------------------------------------------------------------------------
+
+const SEVERITY = { alarm: 0, warning: 1 };
+const activeAlarms = () =>
+  (app.alarms.active || []).slice().sort((a, b) => SEVERITY[a.severity] - SEVERITY[b.severity] || b.raised_ms - a.raised_ms);
+const alarmValue = (a) => (known(a.value) ? ` (${+a.value.toPrecision(3)})` : "");
+const since = (ms) => duration(Math.max(0, (serverNow() - ms) / 1000));
+
+// On every page: the alarms not yet acknowledged (white on red, or on orange for a
+// warning), or once all are acknowledged a quieter line; the engine offline is said too.
+// A tap opens the Alarms page.
+function renderBanner() {
+  const el = document.getElementById("banner");
+  const active = activeAlarms();
+  const open = active.filter((a) => !known(a.acked_ms));
+  let text = "";
+  let cls = "";
+  if (open.length) {
+    const top = open[0];
+    const more = active.length > 1 ? ` · +${active.length - 1} more` : "";
+    text = `⚠ ${top.device}: ${top.text}${alarmValue(top)}${more}`;
+    cls = open.some((a) => a.severity === "alarm") ? "alarm" : "warning";
+  } else if (active.length) {
+    text = `${active.length} acknowledged alarm${active.length > 1 ? "s" : ""} still active`;
+    cls = "acked";
+  } else if (app.alarms.online === false) {
+    text = "alarm engine offline: no alarm can be raised";
+    cls = "warning";
+  }
+  el.hidden = !text;
+  el.textContent = text;
+  el.className = `banner ${cls}`;
+}
+
+function alarmsPage() {
+  const active = activeAlarms();
+  const engine = app.alarms.online === true ? `<span class="ok">running</span>` : app.alarms.online === false ? `<span class="bad">offline</span>` : "—";
+  const rows = active
+    .map((a) => {
+      const acked = known(a.acked_ms);
+      return `<section class="card alarm-item ${esc(a.severity)} ${acked ? "acked" : ""}" data-alarm="${esc(a.id)}">
+        <div class="what"><span class="sev">${esc(a.severity)}</span> <b>${esc(a.device)}</b>: ${esc(a.text)}${esc(alarmValue(a))}</div>
+        <div class="when">since ${esc(since(a.raised_ms))}${acked ? ` · acknowledged ${esc(since(a.acked_ms))} ago` : ""}</div>
+        ${acked ? "" : `<button data-ack="${esc(a.id)}">Acknowledge</button>`}</section>`;
+    })
+    .join("");
+  const past = (app.alarms.history || [])
+    .slice(-20)
+    .reverse()
+    .map((e) => `<tr><td>${esc(new Date(e.time_ms).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }))}</td>
+      <td class="${e.what === "raised" ? "bad" : e.what === "cleared" ? "ok" : "muted"}">${esc(e.what)}</td>
+      <td>${esc(e.alarm.device)}</td><td>${esc(e.alarm.text)}</td></tr>`)
+    .join("");
+  const none = app.alarms.active === null ? "No word from the alarm engine yet." : "No active alarm.";
+  return `<div class="alarm-list">
+    ${app.ackError ? `<div class="notice bad">${esc(app.ackError)}</div>` : ""}
+    ${rows || `<div class="card notice">${none}</div>`}
+    <section class="card gap wide"><h2>Past alarms <span class="muted">engine: ${engine}</span></h2>
+      <table><tbody>${past || `<tr><td class="muted">none yet</td></tr>`}</tbody></table></section></div>`;
+}
+
+// The display's one write: an alarm acknowledged (the server takes it from the Pi's own
+// touchscreen, or a LAN viewer who gave the viewer password).
+async function acknowledge(id) {
+  app.ackError = "";
+  try {
+    const response = await fetch("/api/alarms/ack", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ id }),
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      app.ackError = response.status === 403 ? "Acknowledge on the touchscreen, or set a viewer password." : body.error || `refused (${response.status})`;
+    }
+  } catch {
+    app.ackError = "display server unreachable";
+  }
+  if (route() === "alarms") showPage();
 }
 
 // --- pages -----------------------------------------------------------------------------
@@ -483,7 +571,7 @@ function energyChart(el, body) {
 
 // --- routing and rendering -------------------------------------------------------------
 
-const PAGES = { now: nowPage, history: historyPage, cells: cellsPage, health: healthPage };
+const PAGES = { now: nowPage, history: historyPage, cells: cellsPage, health: healthPage, alarms: alarmsPage };
 const route = () => (location.hash.slice(1) in PAGES ? location.hash.slice(1) : "now");
 
 function showPage() {
@@ -509,12 +597,14 @@ function applyHeights(root) {
 
 function render() {
   renderStatus();
+  renderBanner();
   showPage();
 }
 
 // Live pages redraw on every reading and every second (ages); History only on request.
 function renderLive() {
   renderStatus();
+  renderBanner();
   if (route() !== "history") showPage();
 }
 
@@ -538,6 +628,10 @@ async function checkStorage() {
 document.addEventListener("click", (event) => {
   const t = event.target.closest("button");
   if (!t) return;
+  if (t.dataset.ack) {
+    acknowledge(t.dataset.ack);
+    return;
+  }
   const h = app.history;
   if (t.dataset.range) Object.assign(h, { range: t.dataset.range, zoom: null });
   else if (t.dataset.quantity) Object.assign(h, { quantity: t.dataset.quantity, zoom: null });

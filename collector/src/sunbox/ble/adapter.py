@@ -1,14 +1,17 @@
 """Per-adapter coordination: serialised connection setup, backoff, power-cycle escalation.
 
 Escalation: when ``power_cycle_after`` connection attempts in a row have failed (any
-device on this adapter; a success resets the count), or one has failed after a
-disconnect that did not complete (the wedge's first sign), the adapter is recovered, at most
-once per ``power_cycle_min_interval_s``, by a ladder of rungs, each bounded: first
+device on this adapter; a success resets the count), or at once when a disconnect did not
+complete in its bound (the wedge's own sign, bluez/bluez#932), the adapter is recovered, at
+most once per ``power_cycle_min_interval_s``, by a ladder of rungs, each bounded: first
 ``org.bluez.Adapter1.Powered`` false then true over D-Bus (dbus-fast, already a bleak
 dependency; the workaround for BlueZ keeping a dead link "connected", bluez/bluez#947,
 #932; see ``docs/ble.md``); when that fails or does not answer (bluetoothd stuck behind
 a Disconnect that never completes), the kernel-level rungs of
 :mod:`sunbox.ble.kernel_recovery` through its privileged helper, until one succeeds.
+After a stuck disconnect the ladder starts at the kernel rungs when there are any:
+bluetoothd sends one management command at a time, so a D-Bus power-off would only queue
+behind the Disconnect that is stuck (traced in the BLE virtual Pi, docs/virtual-pi.md).
 """
 
 from __future__ import annotations
@@ -86,12 +89,18 @@ class AdapterSupervisor:
         self._failures = 0
         self._stuck = None
 
-    def report_stuck_disconnect(self, device_id: str) -> None:
-        """A disconnect that did not complete in its bound: the first sign of the BlueZ
-        wedge (bluez/bluez#947, #932). If a connection then fails before any succeeds,
-        the adapter is recovered at once, without waiting for ``power_cycle_after``
-        failures (still at most once per ``power_cycle_min_interval_s``)."""
+    async def report_stuck_disconnect(self, device_id: str) -> bool:
+        """A disconnect of ``device_id`` that did not complete in its bound: the wedge's own
+        sign (bluez/bluez#932, #947: bluetoothd's management queue stuck behind it, so
+        pairing and power-off stall too). The adapter is recovered at once, starting at
+        the kernel rungs when there are any (still at most once per
+        ``power_cycle_min_interval_s``; when that holds it back, the next failed connection
+        escalates at once instead). Returns True if it recovered the adapter."""
         self._stuck = device_id
+        if self._power_cycle is None and not self._ladder:
+            return False
+        LOG.warning("%s: %s's disconnect did not complete: BlueZ may be wedged", self.name, device_id)
+        return await self._escalate(kernel_first=bool(self._ladder))
 
     async def report_failure(self) -> bool:
         """Count a failed connection; power-cycle if due. Returns True if it cycled."""
@@ -106,6 +115,10 @@ class AdapterSupervisor:
             )
         elif self._failures < self._after:
             return False
+        return await self._escalate(kernel_first=self._stuck is not None)
+
+    async def _escalate(self, kernel_first: bool) -> bool:
+        """Recover the adapter unless the rate limit holds it back. Returns True if it did."""
         now = time.monotonic()
         if self._last_cycle is not None and now - self._last_cycle < self._min_interval:
             LOG.warning(
@@ -119,14 +132,17 @@ class AdapterSupervisor:
         self._failures = 0
         self._stuck = None
         self.power_cycles += 1
-        LOG.warning("%s: power-cycling the adapter after repeated connection failures", self.name)
-        await self.recover()
+        LOG.warning("%s: recovering the adapter", self.name)
+        await self.recover(kernel_first=kernel_first)
         return True
 
-    async def recover(self) -> str | None:
+    async def recover(self, kernel_first: bool = False) -> str | None:
         """Climb the ladder until a rung succeeds: its name, or None when every rung failed
-        (logged; the links keep retrying)."""
+        (logged; the links keep retrying). ``kernel_first`` skips the D-Bus rung when there
+        are kernel rungs."""
         rungs: list[Rung] = [("dbus", self._power_cycle, self._power_cycle_timeout)] if self._power_cycle else []
+        if kernel_first and self._ladder:
+            rungs = []
         for name, action, bound in rungs + self._ladder:
             started = time.monotonic()
             try:

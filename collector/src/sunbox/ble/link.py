@@ -129,15 +129,18 @@ class DeviceLink:
             raise
         return link
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self) -> bool:
+        """Drop the link, bounded by ``disconnect_timeout_s``. False when the disconnect
+        did not complete (logged): the caller decides whether to recover the adapter."""
         client, self._client, self._link = self._client, None, None
         if client is None:
-            return
+            return True
         try:
             await within(client.disconnect(), self.ble.disconnect_timeout_s)
         except (TimeoutError, BleakError, OSError, EOFError) as exc:
             LOG.warning("%s: disconnect did not complete (%s); carrying on", self.device.id, exc or type(exc).__name__)
-            self.supervisor.report_stuck_disconnect(self.device.id)
+            return False
+        return True
 
     async def poll_once(self, link: GattLink) -> Reading:
         """One poll: a reading, published; updates latency and counters."""
@@ -264,7 +267,8 @@ class DeviceLink:
                     LOG.exception("%s: unexpected error", self.device.id)
                 raise_if_cancelled()
                 self.health.connected = False
-                await self._disconnect()
+                if not await self._disconnect() and await self.supervisor.report_stuck_disconnect(self.device.id):
+                    self.backoff.reset()  # this link's stuck disconnect recovered the adapter
                 self.publish_health()
                 await self._rest(self.backoff.next_delay(), retry_on_advert)
         finally:

@@ -19,9 +19,12 @@ amperes (+ = charging, the BMS's own sign), ampere-hours, degrees Celsius.
 
 Values that cannot be true are never published as values (``docs/data-model.md``,
 "Absent values"): a temperature outside :data:`TEMPERATURE_RANGE` (a raw 0, i.e.
--273.1 degC, is an NTC that is not fitted or broken) and a cell voltage outside
-:data:`CELL_VOLTAGE_RANGE` (0 mV is an unused cell slot) decode to ``None`` in their
-list, so the list keeps one position per sensor or cell slot.
+-273.1 degC, is an NTC that is not fitted or broken) and a cell voltage above
+:data:`CELL_VOLTAGE_RANGE` decode to ``None`` in their list, so the list keeps one
+position per sensor or cell slot. A cell that reads 0 mV is not absent: the BMS reports
+only the cells it is configured for, so a 0 there is a broken sense lead or a dead cell.
+It is published as 0.0 V, counts in the lowest cell and the spread, and raises the
+``cell-fault`` alarm (issue 32; fl4p/batmon-ha's JBD decoder keeps the zero too).
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ REG_MODEL = 0x05
 #: Plausible NTC temperatures, degC. LiFePO4 packs neither work nor survive outside it;
 #: a raw 0 (-273.1 degC) is an absent or broken NTC.
 TEMPERATURE_RANGE = (-60.0, 150.0)
-#: Plausible cell voltages, V (any lithium chemistry); 0 mV marks an unused cell slot.
-CELL_VOLTAGE_RANGE = (0.5, 5.0)
+#: Cell voltages a cell can show, V: any lithium chemistry stays under 5 V, and 0 V (down
+#: to a broken sense lead) is a fault worth showing, not an absent cell.
+CELL_VOLTAGE_RANGE = (0.0, 5.0)
 #: Bit 7 of the byte after the NTC block: current and capacities count in 100 mA / 100 mAh.
 HIGH_CAPACITY_FLAG = 0x80
 
@@ -259,8 +263,8 @@ def decode_basic_info(data: bytes) -> dict[str, Any]:
 def decode_cell_voltages(data: bytes) -> list[float | None]:
     """Decode register 0x04 data: big-endian u16 millivolts per cell slot -> volts.
 
-    One item per slot, cell 1 first; a slot outside :data:`CELL_VOLTAGE_RANGE` (0 mV is
-    an unused slot) is ``None``.
+    One item per cell, cell 1 first; a value above :data:`CELL_VOLTAGE_RANGE` is ``None``
+    (cannot be true); 0 mV stays 0.0 (a broken sense lead or a dead cell: a fault).
 
     Raises:
         FrameError: odd number of bytes or no cells.

@@ -1,7 +1,9 @@
 """The display's broker connection: paho-mqtt in its own thread, messages handed to asyncio.
 
 A clean, non-persistent session (the display needs the newest reading, not a backlog)
-subscribed to ``<prefix>/+/state``, ``/health`` and ``/availability`` at QoS 0. paho
+subscribed to ``<prefix>/+/state``, ``/health`` and ``/availability``, and the alarm
+engine's ``<prefix>/_alarms/active``, ``/history`` and ``/availability``, at QoS 0. Its
+one write is an acknowledgement of an alarm (``<prefix>/_alarms/ack``, :meth:`Feed.acknowledge`). paho
 reconnects by itself (1 s doubling to 30 s); every change of the connection is logged
 and handed to ``on_status``.
 """
@@ -9,6 +11,7 @@ and handed to ``on_status``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sunbox import topics
 
 from .config import WebMqttConfig
+from .live import ALARMS_BRANCH
 
 LOG = logging.getLogger(__name__)
 
@@ -71,8 +75,17 @@ class Feed:
             self._status(False, f"refused: {reason}")
             return
         prefix = self.config.topic_prefix
-        client.subscribe([(t, 0) for t in topics.subscriptions(prefix, topics.LEAVES)])
+        alarms = [f"{prefix}/{ALARMS_BRANCH}/{leaf}" for leaf in ("active", "history", "availability")]
+        client.subscribe([(t, 0) for t in topics.subscriptions(prefix, topics.LEAVES) + alarms])
         self._status(True, "connected")
+
+    def acknowledge(self, alarm_id: str) -> bool:
+        """Ask the alarm engine to mark ``alarm_id`` seen (QoS 1); False when the broker is away."""
+        if not self.connected:
+            return False
+        topic = f"{self.config.topic_prefix}/{ALARMS_BRANCH}/ack"
+        info = self.client.publish(topic, json.dumps({"id": alarm_id}), qos=1)
+        return bool(info.rc == mqtt.MQTT_ERR_SUCCESS)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._status(False, f"disconnected: {reason}")

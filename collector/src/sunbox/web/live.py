@@ -15,10 +15,16 @@ What a page receives for a device (:meth:`LiveState.device`)::
 
 ``received_ms`` is when the display got the last reading (its age, with the browser's
 clock offset removed by the page, decides fresh / stale / dead).
+
+The alarm engine's retained topics (``sunbox.alarms``, docs/alarms.md) are kept too:
+``<prefix>/_alarms/active`` (the active alarms, a JSON list), ``/history`` (the last
+changes) and ``/availability``. A list that is not what the engine writes is skipped and
+counted, and the last good one stays.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +63,40 @@ class Device:
     received_ms: int | None = None
 
 
+#: the alarm engine's branch under the prefix (sunbox.alarms.service.BRANCH)
+ALARMS_BRANCH = "_alarms"
+#: an alarm as the display takes it: these keys, of these types (None allowed where listed)
+_ALARM_KEYS: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "rule": (str,),
+    "device": (str,),
+    "severity": (str,),
+    "text": (str,),
+    "raised_ms": (int,),
+    "value": (int, float, type(None)),
+    "acked_ms": (int, type(None)),
+    "cleared_ms": (int, type(None)),
+}
+
+
+def _alarm_list(payload: bytes, key: str | None = None) -> list[dict[str, Any]] | None:
+    """The engine's JSON list of alarms (or of events, each with its alarm under ``key``),
+    None when it is not one."""
+    try:
+        items = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(items, list):
+        return None
+    for item in items:
+        alarm = item.get(key) if key and isinstance(item, dict) else item
+        if not isinstance(alarm, dict) or alarm.get("severity") not in ("warning", "alarm"):
+            return None
+        if any(not isinstance(alarm.get(k), types) for k, types in _ALARM_KEYS.items()):
+            return None
+    return items
+
+
 @dataclass
 class LiveState:
     """Latest state, health and availability per device; skipped messages counted by reason."""
@@ -66,13 +106,20 @@ class LiveState:
     skipped: Counter[str] = field(default_factory=Counter)
     collector_online: bool | None = None
     messages: int = 0
+    #: the alarm engine's active alarms and last changes; None until it has said
+    alarms: list[dict[str, Any]] | None = None
+    alarm_history: list[dict[str, Any]] = field(default_factory=list)
+    alarms_online: bool | None = None
 
     def apply(self, topic: str, payload: bytes, now_ms: int) -> str | None:
-        """Take one MQTT message; return the device id it changed (or ``"collector"``), or None.
+        """Take one MQTT message; return the device id it changed (or ``"collector"``, or
+        ``"alarms"``), or None.
 
         Never raises: a bad message is counted in :attr:`skipped` and None is returned.
         """
         self.messages += 1
+        if topic.startswith(f"{self.prefix}/{ALARMS_BRANCH}/"):
+            return self._apply_alarms(topic.rsplit("/", 1)[-1], payload)
         try:
             where = topics.parse(topic, self.prefix)
         except topics.TopicError:
@@ -105,6 +152,32 @@ class LiveState:
             device.state = values
             device.received_ms = now_ms
         return point.device
+
+    def _apply_alarms(self, leaf: str, payload: bytes) -> str | None:
+        if leaf == "availability":
+            text = payload.decode("utf-8", "replace").strip()
+            if text not in ("online", "offline"):
+                self.skipped["availability not online/offline"] += 1
+                return None
+            self.alarms_online = text == "online"
+            return "alarms"
+        if leaf in ("active", "history"):
+            items = _alarm_list(payload, "alarm" if leaf == "history" else None)
+            if items is None:
+                self.skipped[f"alarm {leaf} malformed"] += 1
+                return None
+            if leaf == "active":
+                self.alarms = items
+            else:
+                self.alarm_history = items
+            return "alarms"
+        self.skipped["unexpected topic"] += 1
+        return None
+
+    def alarm_view(self) -> dict[str, Any]:
+        """The alarms as a page receives them: ``active`` (None until the engine said),
+        ``history`` (newest last) and ``online`` (the engine's availability)."""
+        return {"active": self.alarms, "history": self.alarm_history, "online": self.alarms_online}
 
     def _device(self, device_id: str) -> Device:
         return self.devices.setdefault(device_id, Device(device_id))
@@ -142,6 +215,7 @@ class LiveState:
         return {
             "devices": [self.device(i) for i in sorted(self.devices)],
             "collector_online": self.collector_online,
+            "alarms": self.alarm_view(),
             "skipped": dict(self.skipped),
             "messages": self.messages,
         }

@@ -1,6 +1,6 @@
 """The ``sunbox web`` application (aiohttp): pages, a read-only JSON API and a live WebSocket.
 
-Routes (every one is GET; nothing changes anything):
+Routes (every one is GET but the acknowledgement of an alarm, the display's one write):
 
 * ``/`` — the single-page app (Now, History, Cells, Health), ``/static/*`` its assets,
   all served from the Pi: no CDN, no web font.
@@ -19,6 +19,12 @@ Routes (every one is GET; nothing changes anything):
 * ``/api/live`` — WebSocket: a ``snapshot`` message at once, then one ``device``
   message per reading as it arrives, and ``broker``/``collector``/``disk``/``backup``
   messages on changes (``disk`` and ``backup`` when their status changes).
+* ``POST /api/alarms/ack`` with ``{"id": "<rule>/<device>"}`` — marks an active alarm
+  seen (published to the alarm engine, ``<prefix>/_alarms/ack``): 202. Only from the Pi
+  itself (loopback: the kiosk's touchscreen) or a LAN viewer who gave the viewer
+  password; anyone else gets 403, an alarm that is not active 404, a request that is not
+  JSON 415 or 400, and 503 while the broker is away. The live stream carries the alarms
+  (``alarms`` messages: active, history, the engine's availability).
 * ``/api/history?quantity=soc&range=24h[&device=id]`` (or ``start``/``stop`` in Unix
   seconds), ``/api/energy?period=days|months`` and ``/api/gaps`` (10-minute windows of
   the last 24 h without a reading, per device) — from InfluxDB with the read-only
@@ -101,6 +107,8 @@ class WebApp:
         self.kiosk_heartbeat: float | None = None
         self.policy = OriginPolicy.build(sockets.gethostname(), config.allowed_hosts, config.allowed_origins)
         self.disk = disk.DiskState("unknown", config.disk_path, error="not looked at yet")
+        #: publishes an acknowledgement to the alarm engine (the feed's); False: not sent
+        self.acknowledge: Callable[[str], bool] | None = None
         self.backup: dict[str, Any] = {"configured": False, "status": "none"}
 
     async def watch_disk(self, stop: asyncio.Event) -> None:
@@ -136,6 +144,8 @@ class WebApp:
         changed = self.live.apply(topic, payload, now_ms())
         if changed == "collector":
             self.broadcast({"type": "collector", "online": self.live.collector_online})
+        elif changed == "alarms":
+            self.broadcast({"type": "alarms", "alarms": self.live.alarm_view(), "server_time_ms": now_ms()})
         elif changed is not None:
             self.broadcast({"type": "device", "device": self.live.device(changed), "server_time_ms": now_ms()})
 
@@ -236,6 +246,28 @@ class WebApp:
                 await task
         return ws
 
+    async def ack_route(self, request: web.Request) -> web.StreamResponse:
+        """Acknowledge an active alarm (see the module docstring for who may)."""
+        if not (_loopback(request.remote) or (self.password is not None and self._authorized(request))):
+            LOG.info("refused an acknowledgement from %s: not the Pi itself, no viewer password", request.remote)
+            return web.json_response(
+                {"error": "only the touchscreen, or a LAN viewer with the viewer password, may acknowledge"},
+                status=403,
+            )
+        if request.content_type != "application/json":
+            return web.json_response({"error": 'send JSON: {"id": "<rule>/<device>"}'}, status=415)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "body: not JSON"}, status=400)
+        alarm_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(alarm_id, str) or alarm_id not in {a["id"] for a in self.live.alarms or []}:
+            return web.json_response({"error": "id: no such active alarm"}, status=404)
+        if self.acknowledge is None or not self.acknowledge(alarm_id):
+            return web.json_response({"error": "broker unavailable"}, status=503)
+        LOG.info("alarm %s acknowledged from %s", alarm_id, request.remote)
+        return web.json_response({"ok": True}, status=202)
+
     async def _from_storage(self, what: str, query: Callable[[History], Awaitable[Any]]) -> web.StreamResponse:
         """Run one storage query: 400 for a refused request, 503 when InfluxDB is away."""
         if self.history is None:
@@ -313,6 +345,7 @@ class WebApp:
         app.router.add_get("/api/history", self.history_route)
         app.router.add_get("/api/energy", self.energy_route)
         app.router.add_get("/api/gaps", self.gaps_route)
+        app.router.add_post("/api/alarms/ack", self.ack_route)
         app.router.add_static("/static/", STATIC, append_version=False)
         return app
 
@@ -342,6 +375,7 @@ async def serve(config: WebConfig, stop: asyncio.Event, ready: Callable[[int], N
     history = History(config.influx, config.max_points)
     app = WebApp(config, history)
     feed = Feed(config.mqtt, asyncio.get_running_loop(), app.on_message, app.on_status)
+    app.acknowledge = feed.acknowledge
     feed.start()
     watcher = asyncio.create_task(app.watch_disk(stop))
     runner = web.AppRunner(app.application(), access_log=None)

@@ -1,0 +1,187 @@
+"""Alarms end to end (issue 32): the real `sunbox alarms run` process on the real Mosquitto,
+notifying a real HTTP receiver (Apprise's ``json://`` webhook protocol, served by aiohttp)
+and a real SMTP server (aiosmtpd) that are both down while the alarms are raised and
+cleared, the engine killed (SIGKILL) and restarted in between. When the receivers come
+up, each gets exactly one message, a digest holding every change with its original time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from aiohttp import web
+from aiosmtpd.controller import Controller
+from paho.mqtt.enums import CallbackAPIVersion
+
+from sunbox.alarms.outbox import when
+from sunbox_stack.servers import Mosquitto
+
+from .test_mqtt_e2e import Subscriber, wait_until
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Mailbox:
+    """aiosmtpd's handler: every message's body, as text."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        self.messages.append(envelope.content.decode("utf-8", "replace"))
+        return "250 OK"
+
+
+@contextlib.contextmanager
+def alarms_process(config_path: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sunbox.cli", "alarms", "run", "-c", str(config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
+
+
+def publisher(server: Mosquitto) -> mqtt.Client:
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:6]}")
+    client.username_pw_set(server.username, server.password)
+    client.connect("127.0.0.1", server.port)
+    client.loop_start()
+    return client
+
+
+def reading(device: str, soc: float, time_ms: int) -> str:
+    return json.dumps({"device_id": device, "kind": "battery", "time_ms": time_ms, "soc": soc, "voltage": 13.0})
+
+
+async def test_alarms_reach_the_owner_once_with_their_original_time_after_an_outage(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    http_port, smtp_port = free_port(), free_port()
+    urls = tmp_path / "urls"
+    urls.write_text(
+        f"# the owner's targets\njson://127.0.0.1:{http_port}/hook\n"
+        f"mailto://127.0.0.1:{smtp_port}?from=sunbox@example.org&to=owner@example.org&mode=insecure\n"
+    )
+    prefix = f"alarmtest{uuid.uuid4().hex[:6]}"  # retained alarms stay out of other tests' way
+    config = {
+        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "username": mosquitto.username,
+                 "password": mosquitto.password, "client_id": f"alarms-{uuid.uuid4().hex[:6]}",
+                 "topic_prefix": prefix},
+        "defaults": {"offline": False},
+        "rules": [{"id": "house-low", "quantity": "soc", "below": 20, "clear_at": 25, "for_s": 1,
+                   "device": "house", "severity": "alarm"}],
+        "notify": {"urls_file": str(urls), "digest_s": 0.5, "retry_first_s": 0.5, "retry_max_s": 1},
+        "state_path": str(tmp_path / "state.json"),
+        "outbox_path": str(tmp_path / "outbox.sqlite3"),
+    }  # fmt: skip
+    config_path = tmp_path / "alarms.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    check = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "sunbox.cli", "alarms", "check", "-c", str(config_path)],
+        capture_output=True,
+        text=True,
+    )
+    listed = check.stdout + check.stderr
+    assert check.returncode == 0 and "house-low: State of charge below 20 %" in check.stdout, listed
+    subscriber = Subscriber(mosquitto, f"{prefix}/#")
+    client = publisher(mosquitto)
+    log = tmp_path / "alarms.log"
+
+    def retained(alarm_id: str) -> dict[str, Any] | None:
+        with subscriber.lock:
+            found = [p for t, p, _r in subscriber.messages if t == f"{prefix}/_alarms/{alarm_id}"]
+        return json.loads(found[-1]) if found else None
+
+    def online() -> bool:
+        with subscriber.lock:
+            states = [p for t, p, _r in subscriber.messages if t == f"{prefix}/_alarms/availability"]
+        return bool(states) and states[-1] == b"online"
+
+    try:
+        with alarms_process(config_path, log) as first:
+            await wait_until(online, 30)
+            t0 = int(time.time() * 1000) - 3000
+            for i in range(3):  # 1 s apart: raised at the second (for_s 1)
+                client.publish(f"{prefix}/house/state", reading("house", 12.0, t0 + i * 1000), qos=1)
+            await wait_until(lambda: (retained("house-low/house") or {}).get("active") is True, 20)
+            assert retained("house-low/house")["raised_ms"] == t0 + 1000
+            state = json.loads((tmp_path / "state.json").read_text())
+            assert [a["id"] for a in state["active"]] == ["house-low/house"]
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        with subscriber.lock:
+            subscriber.messages.clear()
+        with alarms_process(config_path, log):
+            await wait_until(online, 30)
+            # still low after the restart: no new alarm; then it clears past 25 %
+            t1 = int(time.time() * 1000)
+            for i in range(3):
+                client.publish(f"{prefix}/house/state", reading("house", 12.0, t1 + i * 1000), qos=1)
+            await asyncio.sleep(2)
+            assert (retained("house-low/house") or {}).get("raised_ms") == t0 + 1000  # republished as it was
+            client.publish(f"{prefix}/house/state", reading("house", 26.0, t1 + 4000), qos=1)
+            await wait_until(lambda: (retained("house-low/house") or {}).get("active") is False, 20)
+            await asyncio.sleep(1.5)  # a failed attempt or two against the receivers that are down
+
+            # the receivers come up
+            posts: list[dict[str, Any]] = []
+
+            async def hook(request: web.Request) -> web.Response:
+                posts.append(await request.json())
+                return web.Response(text="ok")
+
+            app = web.Application()
+            app.router.add_post("/hook", hook)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", http_port).start()
+            mailbox = Mailbox()
+            smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+            await asyncio.to_thread(smtp.start)
+            try:
+                await wait_until(lambda: posts and mailbox.messages, 30)
+                await asyncio.sleep(3)  # longer than retry_max_s: nothing comes twice
+                assert len(posts) == 1 and len(mailbox.messages) == 1, (posts, mailbox.messages)
+            finally:
+                await asyncio.to_thread(smtp.stop)
+                await runner.cleanup()
+    finally:
+        subscriber.close()
+        client.loop_stop()
+        client.disconnect()
+    body = posts[0]["message"]
+    lines = body.splitlines()
+    assert posts[0]["title"] == "Sunbox: 2 alarm changes", body
+    # the original times, in the order they happened, each change once
+    raised = f"{when(t0 + 1000)}  RAISED  alarm  house: State of charge below 20 %"
+    cleared = f"{when(t1 + 4000)}  CLEARED  alarm  house: State of charge below 20 %"
+    assert lines == [raised + " (12)", cleared], body
+    assert raised in mailbox.messages[0] and cleared in mailbox.messages[0]
