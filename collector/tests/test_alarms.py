@@ -8,12 +8,14 @@ the quantities' data-model names; the engine is pure, so the times are the readi
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from sunbox.alarms.engine import Engine, Event, value_of
 from sunbox.alarms.rules import DEFAULT_RULES, AlarmsConfig, Rule
+from sunbox.alarms.system import NEVER_H, SystemFacts
 from sunbox.config import ConfigError, validate
 
 T0 = 1_765_000_000_000
@@ -183,3 +185,33 @@ def test_defaults_switch_off_one_by_one_and_the_owners_rules_follow() -> None:
     assert "offline" not in ids and ids[-1] == "soc-low" and rules[-1].below == 30
     assert len(ids) == len(DEFAULT_RULES) - 1
     assert [r.id for r in config().all_rules()] == [r.id for r in DEFAULT_RULES]
+
+
+def test_the_appliance_facts_say_unknown_until_known_and_the_writer_only_while_readings_come() -> None:
+    facts = SystemFacts(started_ms=T0)
+    assert set(facts.values(T0).values()) == {None}
+    facts.last_reading_ms = T0 + 100_000
+    assert facts.values(T0 + 110_000)["writer_report_age_s"] == 110.0  # no report since the start
+    facts.last_store_report_ms = T0 + 105_000
+    assert facts.values(T0 + 110_000)["writer_report_age_s"] == 5.0
+    assert facts.values(T0 + 400_000)["writer_report_age_s"] is None  # no reading for minutes: no say
+    facts.backup_state({"ok": False, "last_success": None})
+    assert facts.values(T0)["backup_age_h"] == NEVER_H
+    facts.backup_state({"ok": True, "last_success": "2025-12-06T06:00:00+00:00"})
+    six = int(datetime(2025, 12, 6, 6, tzinfo=UTC).timestamp() * 1000)
+    assert facts.values(six + 3_600_000)["backup_age_h"] == 1.0
+    with pytest.raises(ValueError):
+        facts.backup_state({"ok": "yes"})
+    facts.disk_status = "read-only"
+    assert facts.values(T0)["disk_writable"] is False
+
+
+def test_the_appliance_rules_watch_only_the_appliance_and_stale_rules_skip_it() -> None:
+    collector_down = next(r for r in DEFAULT_RULES if r.id == "collector-down")
+    offline = next(r for r in DEFAULT_RULES if r.id == "offline")
+    assert collector_down.applies_to("sunbox", "sunbox") and not collector_down.applies_to("house", "bank")
+    assert not offline.applies_to("sunbox", "sunbox") and offline.applies_to("house", "bank")
+    engine = Engine([collector_down], T0)
+    series = [{"collector_online": False}] * 30  # every 5 s: 145 s down
+    assert whats(feed(engine, "sunbox", "sunbox", series)) == [("raised", "collector-down/sunbox", 120)]
+    assert config(rules=[{"id": "x", "quantity": "disk_free_pct", "below": 5, "device": "sunbox"}], devices=["a"])

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,17 +27,12 @@ from aiosmtpd.controller import Controller
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sunbox.alarms.outbox import when
-from sunbox_stack.servers import Mosquitto
+from sunbox.alarms.rules import DEFAULT_RULES
+from sunbox_stack.servers import Mosquitto, free_port
 
 from .test_mqtt_e2e import Subscriber, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Mailbox:
@@ -95,6 +89,7 @@ async def test_alarms_reach_the_owner_once_with_their_original_time_after_an_out
                  "password": mosquitto.password, "client_id": f"alarms-{uuid.uuid4().hex[:6]}",
                  "topic_prefix": prefix},
         "defaults": {"offline": False},
+        "system": {"influx_url": None, "disk_path": None},
         "rules": [{"id": "house-low", "quantity": "soc", "below": 20, "clear_at": 25, "for_s": 1,
                    "device": "house", "severity": "alarm"}],
         "notify": {"urls_file": str(urls), "digest_s": 0.5, "retry_first_s": 0.5, "retry_max_s": 1},
@@ -185,3 +180,66 @@ async def test_alarms_reach_the_owner_once_with_their_original_time_after_an_out
     cleared = f"{when(t1 + 4000)}  CLEARED  alarm  house: State of charge below 20 %"
     assert lines == [raised + " (12)", cleared], body
     assert raised in mailbox.messages[0] and cleared in mailbox.messages[0]
+
+
+async def test_the_appliance_going_wrong_is_notified_even_with_the_broker_down(tmp_path: Path) -> None:
+    """The appliance's own alarms (sunbox.alarms.system) from the real service: the
+    collector's last will, InfluxDB not answering, the broker stopped. The notification
+    of the broker going down reaches the HTTP receiver while there is no broker at all."""
+    broker = Mosquitto("mosquitto-alarms", free_port(), tmp_path / "mosquitto")
+    broker.start()
+    posts: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        posts.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    http_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", http_port).start()
+    urls = tmp_path / "urls"
+    urls.write_text(f"json://127.0.0.1:{http_port}/hook\n")
+    quick = {"for_s": 1, "severity": "alarm"}
+    config = {
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "username": broker.username, "password": broker.password},
+        "defaults": {rule.id: False for rule in DEFAULT_RULES},
+        "rules": [
+            {"id": "collector-gone", "quantity": "collector_online", "below": 1, **quick},
+            {"id": "influx-gone", "quantity": "storage_up", "below": 1, **quick},
+            {"id": "broker-gone", "quantity": "broker_connected", "below": 1, **quick},
+            {"id": "card-ro", "quantity": "disk_writable", "below": 1, **quick},
+        ],
+        "system": {"influx_url": f"http://127.0.0.1:{free_port()}", "disk_path": str(tmp_path), "check_s": 1},
+        "notify": {"urls_file": str(urls), "digest_s": 0, "retry_first_s": 0.5, "retry_max_s": 1},
+        "state_path": str(tmp_path / "state.json"),
+        "outbox_path": str(tmp_path / "outbox.sqlite3"),
+    }
+    config_path = tmp_path / "alarms.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    def lines() -> list[str]:
+        return [line for post in posts for line in post["message"].splitlines()]
+
+    try:
+        with alarms_process(config_path, tmp_path / "alarms.log"):
+            client = publisher(broker)
+            client.publish("sunbox/collector/availability", "offline", qos=1, retain=True)
+            await wait_until(lambda: sum("RAISED" in line for line in lines()) >= 2, 30)
+            assert any("sunbox: Collector running below 1" in line for line in lines()), lines()
+            assert any("InfluxDB answering below 1" in line for line in lines()), lines()
+            client.loop_stop()
+            client.disconnect()
+            broker.stop()
+            await wait_until(lambda: any("Broker connected below 1" in line for line in lines()), 30)
+            state = json.loads((tmp_path / "state.json").read_text())
+            assert sorted(a["id"] for a in state["active"]) == [
+                "broker-gone/sunbox",
+                "collector-gone/sunbox",
+                "influx-gone/sunbox",
+            ], state  # the card (tmp_path's filesystem) is writable: no alarm
+    finally:
+        broker.stop()
+        await runner.cleanup()

@@ -17,8 +17,10 @@ bank, or on every device of some kinds, or watches a device going silent::
 
 The defaults (:data:`DEFAULT_RULES`, each one off with ``defaults: {<id>: false}``) are
 the LiFePO4 owner's minimum: low SOC, cells out of their limits, a 0 V cell (a broken
-sense lead or a dead cell), charging below freezing, a BMS protection, and a device
-silent for ten minutes. Their numbers and sources are in ``docs/alarms.md``.
+sense lead or a dead cell), charging below freezing, a BMS protection, a device silent
+for ten minutes; and the appliance's own: collector, broker, writer or InfluxDB down, the
+card read-only or almost full, the last good backup too old (:mod:`sunbox.alarms.system`).
+Their numbers and sources are in ``docs/alarms.md``.
 
 Errors name the offending key, e.g. ``rules.2.quantity: unknown quantity 'sco'``.
 """
@@ -33,6 +35,10 @@ from pydantic import Field, model_validator
 from sunbox.config import BrokerConfig, DeviceId, Strict
 from sunbox.quantities import DEVICE_KINDS, QUANTITIES
 
+from .system import DEVICE as SYSTEM_DEVICE
+from .system import KIND as SYSTEM_KIND
+from .system import SYSTEM_QUANTITIES
+
 Severity = Literal["warning", "alarm"]
 
 #: quantities a rule may name besides the table's scalars: a pack's range of its
@@ -42,6 +48,8 @@ DERIVED = {"temperature_min": ("temperatures", min), "temperature_max": ("temper
 
 def _scalar(name: str) -> str:
     q = QUANTITIES.get(name)
+    if name in SYSTEM_QUANTITIES:
+        return name
     if name not in DERIVED and (q is None or q.type not in ("number", "flags", "bool")):
         raise ValueError(f"unknown quantity {name!r}: a number, flag word or switch of docs/data-model.md")
     return name
@@ -80,7 +88,7 @@ class Rule(Strict):
     while_: Condition | None = Field(default=None, alias="while")
     stale_for_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
     device: str | None = None
-    kinds: list[Literal[DEVICE_KINDS]] | None = None  # type: ignore[valid-type]
+    kinds: list[Literal[(*DEVICE_KINDS, SYSTEM_KIND)]] | None = None  # type: ignore[valid-type]
     severity: Severity = "warning"
     #: the words the owner reads; default: the rule's quantity and threshold
     text: Annotated[str, Field(max_length=120)] | None = None
@@ -124,8 +132,11 @@ class Rule(Strict):
         if self.stale_for_s is not None:
             return f"no reading for {self.stale_for_s / 60:g} min"
         side = f"above {self.above:g}" if self.above is not None else f"below {self.below:g}"
-        q = QUANTITIES.get(self.quantity or "")
-        label, unit = (q.label, q.unit) if q else (self.quantity.replace("_", " ").capitalize(), "°C")  # type: ignore[union-attr]
+        name = self.quantity or ""
+        q = QUANTITIES.get(name)
+        label, unit = (
+            (q.label, q.unit) if q else SYSTEM_QUANTITIES.get(name, (name.replace("_", " ").capitalize(), "°C"))
+        )
         return f"{label} {side}{' ' + unit if unit else ''}"
 
     def applies_to(self, device: str, kind: str | None) -> bool:
@@ -133,8 +144,10 @@ class Rule(Strict):
             return device == self.device
         if self.kinds is not None:
             return kind in self.kinds
-        if self.quantity is None:
-            return True
+        if self.quantity is None:  # a stale rule: every device but the appliance itself
+            return kind != SYSTEM_KIND
+        if self.quantity in SYSTEM_QUANTITIES:
+            return kind == SYSTEM_KIND
         q = QUANTITIES.get(self.quantity)
         return kind in (q.kinds if q else {"battery", "bank"})
 
@@ -162,6 +175,19 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _rule(id="bms-protection", quantity="protection_bits", above=0, kinds=["battery", "bank"], severity="alarm",
           text="BMS protection active"),
     _rule(id="offline", stale_for_s=600, text="no reading for 10 min"),
+    # the appliance itself (sunbox.alarms.system): what stops the readings or the history
+    _rule(id="collector-down", quantity="collector_online", below=1, for_s=120, severity="alarm",
+          text="the collector has stopped: nothing is read"),
+    _rule(id="broker-down", quantity="broker_connected", below=1, for_s=120, severity="alarm",
+          text="the broker is unreachable: nothing is published"),
+    _rule(id="writer-down", quantity="writer_report_age_s", above=600, clear_at=120, severity="alarm",
+          text="the writer stores nothing"),
+    _rule(id="storage-down", quantity="storage_up", below=1, for_s=300, severity="alarm",
+          text="InfluxDB is not answering: nothing is stored"),
+    _rule(id="disk-read-only", quantity="disk_writable", below=1, severity="alarm",
+          text="the card is read-only: nothing is stored"),
+    _rule(id="disk-low", quantity="disk_free_pct", below=10, clear_at=12, text="the card is almost full"),
+    _rule(id="backup-old", quantity="backup_age_h", above=48, clear_at=30, text="no good backup for 2 days"),
 )  # fmt: skip
 
 
@@ -190,6 +216,17 @@ class NotifyConfig(Strict):
         return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
+class SystemConfig(Strict):
+    """Where the service looks at the appliance itself (sunbox.alarms.system); None: not looked at."""
+
+    #: InfluxDB, asked ``/health`` (no token needed)
+    influx_url: str | None = "http://localhost:8086"
+    #: a path on the card that holds the history
+    disk_path: str | None = "/var/lib/influxdb"
+    #: seconds between looks (and between observations of the ``sunbox`` device)
+    check_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+
+
 class AlarmsMqttConfig(BrokerConfig):
     """The alarms service's broker account: reads every reading, writes ``<prefix>/_alarms/#``."""
 
@@ -206,6 +243,7 @@ class AlarmsConfig(Strict):
     #: default rules switched on (true) or off (false) by id
     defaults: dict[str, bool] = Field(default_factory=dict)
     notify: NotifyConfig = NotifyConfig()
+    system: SystemConfig = SystemConfig()
     #: the alarms' state (raised, acknowledged), rewritten on each change only
     state_path: Path = Path("/var/lib/sunbox/alarms/state.json")
     #: the notifications not yet delivered (SQLite)
@@ -226,7 +264,7 @@ class AlarmsConfig(Strict):
             if rule.id in seen:
                 raise ValueError(f"rules.{i}.id: {rule.id!r} is already a rule (switch a default off to replace it)")
             seen.add(rule.id)
-            if self.devices and rule.device is not None and rule.device not in self.devices:
+            if self.devices and rule.device not in (None, SYSTEM_DEVICE, *self.devices):
                 raise ValueError(f"rules.{i}.device: unknown device {rule.device!r}")
         return self
 

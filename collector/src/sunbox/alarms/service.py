@@ -2,8 +2,10 @@
 
 A service of its own (not inside the collector), so that it can say the collector is
 gone. It subscribes to every device's readings (``<prefix>/+/state``, and bridged sites'),
-feeds them to :class:`~sunbox.alarms.engine.Engine`, ticks it every second, and for each
-change:
+feeds them to :class:`~sunbox.alarms.engine.Engine`, ticks it every second, observes the
+appliance itself every ``system.check_s`` (:mod:`sunbox.alarms.system`: the collector's
+availability, the writer's reports, the backup's state, the broker connection, InfluxDB's
+``/health``, the card), and for each change:
 
 * rewrites the state file (:mod:`sunbox.alarms.state`);
 * publishes the alarm retained on ``<prefix>/_alarms/<rule>/<device>`` (the alarm's JSON,
@@ -28,13 +30,14 @@ import time
 from collections import Counter
 from typing import Any
 
+import aiohttp
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from sunbox import topics
+from sunbox import disk, topics
 from sunbox.storage.points import PayloadError, parse_reading
 
-from . import discovery, notify, state
+from . import discovery, notify, state, system
 from .engine import Engine, Event
 from .outbox import Outbox, when
 from .rules import AlarmsConfig
@@ -75,6 +78,8 @@ class AlarmService:
         urls = config.notify.urls()
         self.outbox = Outbox(config.outbox_path, urls, notify.send, config.notify.digest_s, config.notify.retry_max_s)
         self.skipped: Counter[str] = Counter()
+        self.facts = system.SystemFacts(started_ms=now_ms())
+        self._checked_at = 0.0
         self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=config.mqtt.client_id)
         client.username_pw_set(config.mqtt.username, config.mqtt.resolved_password())
@@ -83,6 +88,9 @@ class AlarmService:
         client.reconnect_delay_set(1, 30)
         client.will_set(f"{self.prefix}/{BRANCH}/availability", "offline", qos=1, retain=True)
         client.on_connect = self._on_connect
+        client.on_disconnect = lambda _c, _u, _f, reason, _p: loop.call_soon_threadsafe(
+            self._broker, False, str(reason)
+        )
         client.on_message = lambda _c, _u, m: loop.call_soon_threadsafe(
             self._inbox.put_nowait, (m.topic, bytes(m.payload))
         )
@@ -92,8 +100,10 @@ class AlarmService:
         if reason.is_failure:
             LOG.warning("broker refused the connection: %s", reason)
             return
-        subscriptions = [*topics.subscriptions(self.prefix, ("state",)), f"{self.prefix}/{BRANCH}/ack"]
+        own = [f"{self.prefix}/{t}" for t in (f"{BRANCH}/ack", "collector/availability", "_store/stored")]
+        subscriptions = [*topics.subscriptions(self.prefix, ("state",)), *own]
         client.subscribe([(t, 0 if t.endswith("/state") else 1) for t in subscriptions])
+        self._loop.call_soon_threadsafe(self._broker, True, "connected")
         client.publish(f"{self.prefix}/{BRANCH}/availability", "online", qos=1, retain=True)
         if self.config.mqtt.discovery:
             for topic, payload in discovery.discovery_messages(self.prefix, self.config.mqtt.discovery_prefix, BRANCH):
@@ -103,18 +113,65 @@ class AlarmService:
 
     # --- events ------------------------------------------------------------------
 
+    def _broker(self, connected: bool, reason: str) -> None:
+        if connected != self.facts.broker_connected:
+            LOG.log(
+                logging.INFO if connected else logging.WARNING, "broker %s (%s)", "up" if connected else "lost", reason
+            )
+        self.facts.broker_connected = connected
+
     def handle(self, topic: str, payload: bytes) -> list[Event]:
-        """One reading (or acknowledgement) from the broker; the events it caused (already
-        stored and published)."""
+        """One reading (or acknowledgement, or a fact about the appliance) from the broker;
+        the events it caused (already stored and published)."""
         if topic == f"{self.prefix}/{BRANCH}/ack":
             return self._acknowledged(payload)
+        if self._system_fact(topic, payload):
+            return []
         try:
             point, data = parse_reading(topic, payload, now_ms(), self.prefix)
         except PayloadError as exc:
             self.skipped[str(exc).split(":")[0][:60]] += 1
             return []
         values = {k: v for k, v in data.items() if k not in ("device_id", "kind")}
+        self.facts.last_reading_ms = now_ms()
         events = self.engine.observe(point.device, point.measurement, values, point.time_ms)
+        self._apply(events)
+        return events
+
+    def _system_fact(self, topic: str, payload: bytes) -> bool:
+        """Take a message about the appliance itself; False when the topic is not one."""
+        leaf = topic.removeprefix(f"{self.prefix}/")
+        if leaf == "collector/availability":
+            self.facts.collector_online = payload.strip() == b"online"
+        elif leaf == "_store/stored":
+            self.facts.last_store_report_ms = now_ms()
+        elif leaf == "backup/state":
+            try:
+                self.facts.backup_state(json.loads(payload))
+            except (ValueError, AttributeError, TypeError):
+                self.skipped["backup state malformed"] += 1
+        else:
+            return False
+        return True
+
+    async def check_system(self, session: aiohttp.ClientSession | None) -> list[Event]:
+        """Look at InfluxDB and the card, then observe the appliance's quantities."""
+        config = self.config.system
+        if session is not None and config.influx_url:
+            try:
+                async with session.get(f"{config.influx_url}/health") as response:
+                    self.facts.storage_up = response.status == 200 and (await response.json()).get("status") == "pass"
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                if self.facts.storage_up is not False:
+                    LOG.warning("InfluxDB at %s not answering: %s", config.influx_url, exc or type(exc).__name__)
+                self.facts.storage_up = False
+        if config.disk_path:
+            card = await asyncio.to_thread(disk.read_state, config.disk_path, 0)
+            self.facts.disk_status = card.status
+            if card.free_bytes is not None and card.total_bytes:
+                self.facts.disk_free_pct = round(100 * card.free_bytes / card.total_bytes, 1)
+        now = now_ms()
+        events = self.engine.observe(system.DEVICE, system.KIND, self.facts.values(now), now)
         self._apply(events)
         return events
 
@@ -171,6 +228,7 @@ class AlarmService:
         """Run until cancelled."""
         self.client.connect_async(self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.keepalive)
         self.client.loop_start()
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -178,9 +236,13 @@ class AlarmService:
                     self.handle(topic, payload)
                     while not self._inbox.empty():
                         self.handle(*self._inbox.get_nowait())
+                if time.monotonic() - self._checked_at >= self.config.system.check_s:
+                    self._checked_at = time.monotonic()
+                    await self.check_system(session)
                 self.tick()
                 await self.outbox.deliver(now_ms())
         finally:
+            await session.close()
             self.client.publish(f"{self.prefix}/{BRANCH}/availability", "offline", qos=1, retain=True)
             self.client.disconnect()
             self.client.loop_stop()
