@@ -9,11 +9,13 @@ the quantities' data-model names; the engine is pure, so the times are the readi
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sunbox.alarms.engine import Engine, Event, value_of
+from sunbox.alarms.outbox import Outbox
 from sunbox.alarms.rules import DEFAULT_RULES, AlarmsConfig, Rule
 from sunbox.alarms.system import NEVER_H, SystemFacts
 from sunbox.config import ConfigError, validate
@@ -215,3 +217,40 @@ def test_the_appliance_rules_watch_only_the_appliance_and_stale_rules_skip_it() 
     series = [{"collector_online": False}] * 30  # every 5 s: 145 s down
     assert whats(feed(engine, "sunbox", "sunbox", series)) == [("raised", "collector-down/sunbox", 120)]
     assert config(rules=[{"id": "x", "quantity": "disk_free_pct", "below": 5, "device": "sunbox"}], devices=["a"])
+
+
+async def test_the_outbox_digests_backs_off_and_survives_a_restart(tmp_path: Path) -> None:
+    """The outbox's policy with a target that fails, then accepts (the real receivers are
+    in test_alarms_e2e.py): one message per target carrying every line, retries after
+    retry_first_s doubling to retry_max_s, nothing lost or sent twice across a reopen."""
+    sent: list[tuple[str, str, str]] = []
+    up = {"a": False, "b": True}
+
+    async def send(url: str, title: str, body: str) -> bool:
+        if up[url.split("://")[1]]:
+            sent.append((url, title, body))
+            return True
+        return False
+
+    path = tmp_path / "outbox.sqlite3"
+    box = Outbox(path, ["json://a", "json://b"], send, digest_s=20, retry_first_s=30, retry_max_s=100)
+    box.put("first", T0, T0)
+    box.put("second", T0 + 1000, T0 + 1000)
+    assert await box.deliver(T0 + 19_000) == 0 and box.pending() == 4  # the digest window
+    assert await box.deliver(T0 + 20_000) == 1  # b: one message, both lines; a: refused
+    assert sent == [("json://b", "Sunbox: 2 alarm changes", "first\nsecond")]
+    assert box.next_due_ms() == T0 + 20_000 + 30_000 and box.pending() == 2
+    assert await box.deliver(T0 + 50_000) == 0 and box.next_due_ms() == T0 + 50_000 + 60_000
+    assert await box.deliver(T0 + 110_000) == 0 and box.next_due_ms() == T0 + 110_000 + 100_000  # capped
+    box.close()
+    up["a"] = True
+    again = Outbox(path, ["json://a", "json://b"], send, digest_s=20, retry_first_s=30, retry_max_s=100)
+    assert again.pending() == 2 and await again.deliver(T0 + 209_000) == 0  # not due yet: kept its time
+    assert await again.deliver(T0 + 210_000) == 1
+    assert sent[-1] == ("json://a", "Sunbox: 2 alarm changes", "first\nsecond") and len(sent) == 2
+    assert await again.deliver(T0 + 999_000) == 0 and again.pending() == 0
+    again.put("third", T0, T0)
+    again.close()
+    dropped = Outbox(path, ["json://b"], send)  # a no longer configured: its line goes
+    assert dropped.pending() == 1
+    dropped.close()

@@ -76,7 +76,15 @@ class AlarmService:
             except ValueError as exc:
                 LOG.error("alarm state %s ignored: %s", config.state_path, exc)
         urls = config.notify.urls()
-        self.outbox = Outbox(config.outbox_path, urls, notify.send, config.notify.digest_s, config.notify.retry_max_s)
+        n = config.notify
+        self.outbox = Outbox(
+            config.outbox_path,
+            urls,
+            notify.send,
+            digest_s=n.digest_s,
+            retry_first_s=n.retry_first_s,
+            retry_max_s=n.retry_max_s,
+        )
         self.skipped: Counter[str] = Counter()
         self.facts = system.SystemFacts(started_ms=now_ms())
         self._checked_at = 0.0
