@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sunbox.ble.adapter import AdapterSupervisor
-from sunbox.ble.kernel_recovery import RecoveryError, request, rfkill_event
+from sunbox.ble.kernel_recovery import RecoveryError, parent_device, rebind, request, rfkill_event
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ async def test_the_helper_refuses_what_is_not_an_adapter_or_a_rung(helper: Path)
         await request(helper, "eth0", "mgmt")
     with pytest.raises(RecoveryError, match="not hci<N>"):
         await request(helper, "hci0; reboot", "mgmt")
-    with pytest.raises(RecoveryError, match="not one of mgmt, rfkill"):
+    with pytest.raises(RecoveryError, match="not one of mgmt, rfkill, rebind"):
         await request(helper, "hci0", "usb")
     # a rung that cannot run says why, and the helper keeps answering
     with pytest.raises(RecoveryError, match="btmgmt"):
@@ -133,3 +133,39 @@ async def test_a_stuck_disconnect_held_back_by_the_rate_limit_escalates_at_the_n
     supervisor.report_success()
     await asyncio.sleep(0.35)
     assert not await supervisor.report_failure() and calls == ["mgmt", "mgmt"]
+
+
+async def test_the_rebind_rung_unbinds_and_binds_the_parent_device_and_waits_for_the_adapter(tmp_path: Path) -> None:
+    """On a sysfs tree shaped like a Pi 5's (hci0's device is the UART's serdev device
+    serial0-0, driver hci_uart_bcm): the device's name goes to unbind, then to bind, and
+    the rung waits for hci0 to be registered again. The kernel's side of it only a real
+    Pi shows (docs/ble.md)."""
+    driver = tmp_path / "bus/serial/drivers/hci_uart_bcm"
+    device = tmp_path / "devices/platform/serial0/serial0-0"
+    driver.mkdir(parents=True)
+    device.mkdir(parents=True)
+    (device / "driver").symlink_to(driver)
+    classes = tmp_path / "class/bluetooth"
+    adapter = classes / "hci0"
+    adapter.mkdir(parents=True)
+    (adapter / "device").symlink_to(device)
+    writes: list[tuple[str, str]] = []
+    for name in ("unbind", "bind"):
+        (driver / name).write_text("")
+    assert parent_device("hci0", classes) == (driver.resolve(), "serial0-0")
+    await rebind("hci0", classes, wait_s=1)
+    for name in ("unbind", "bind"):
+        writes.append((name, (driver / name).read_text()))
+    assert writes == [("unbind", "serial0-0"), ("bind", "serial0-0")]
+    assert (driver / "unbind").stat().st_mtime_ns <= (driver / "bind").stat().st_mtime_ns
+
+
+def test_a_virtual_adapter_or_a_driverless_device_has_nothing_to_rebind(tmp_path: Path) -> None:
+    (tmp_path / "hci0").mkdir()  # hci_vhci: no parent device
+    with pytest.raises(RecoveryError, match="virtual adapter"):
+        parent_device("hci0", tmp_path)
+    device = tmp_path / "usb1-1.4:1.0"
+    device.mkdir()
+    (tmp_path / "hci0" / "device").symlink_to(device)
+    with pytest.raises(RecoveryError, match="bound to no driver"):
+        parent_device("hci0", tmp_path)

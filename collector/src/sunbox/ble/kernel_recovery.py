@@ -15,11 +15,20 @@ measured in the BLE virtual Pi, docs/virtual-pi.md):
     A soft block, then unblock, of the adapter's rfkill switch, written to
     ``/dev/rfkill`` as ``struct rfkill_event`` (``include/uapi/linux/rfkill.h``:
     ``__u32 idx; __u8 type, op, soft, hard``; ``RFKILL_OP_CHANGE`` = 2).
+``rebind``
+    The adapter's own reset, for a controller that no longer answers the kernel at all:
+    its parent device (``/sys/class/bluetooth/hciN/device``: on a Pi the UART's serdev
+    device under ``hci_uart_bcm``, on a USB dongle its interface under ``btusb``) is
+    unbound from its driver and bound again (the kernel's driver model, sysfs
+    ``drivers/<driver>/unbind`` and ``bind``, Documentation/ABI/testing/sysfs-bus-*), so
+    the driver resets and loads the controller anew and ``hciN`` is registered again.
+    A virtual adapter (the test VM's ``hci_vhci``) has no parent device: this rung says
+    so and fails. What it does to a Pi's UART controller only a real Pi can show.
 
-Both need ``CAP_NET_ADMIN``, which the collector does not have: they run in
-``sunbox adapter-recovery serve``, a socket-activated service with that capability
+They need ``CAP_NET_ADMIN`` (and root for sysfs), which the collector does not have: they
+run in ``sunbox adapter-recovery serve``, a socket-activated service with that capability
 alone, which only the collector's group may reach (roles/collector). It does nothing
-but these two things to an adapter named ``hci<N>``.
+but these three things to an adapter named ``hci<N>``.
 
 Protocol on its Unix socket: one JSON line in, ``{"adapter": "hci0", "rung": "mgmt"}``;
 one JSON line out, ``{"ok": true, "seconds": 0.31}`` or ``{"ok": false, "error": "..."}``.
@@ -41,7 +50,7 @@ from typing import Any
 LOG = logging.getLogger(__name__)
 
 ADAPTER = re.compile(r"hci(\d{1,3})")
-RUNGS = ("mgmt", "rfkill")
+RUNGS = ("mgmt", "rfkill", "rebind")
 #: seconds the adapter stays off (or blocked) before it is brought back
 OFF_S = 1.0
 #: longest a rung may take, seconds
@@ -120,6 +129,39 @@ async def rfkill_cycle(adapter: str, device: Path = Path("/dev/rfkill")) -> None
         os.close(fd)
 
 
+def parent_device(adapter: str, sysfs: Path = Path("/sys/class/bluetooth")) -> tuple[Path, str]:
+    """The driver directory of ``adapter``'s parent device and that device's name, as
+    ``drivers/<driver>/unbind`` and ``bind`` take it.
+
+    Raises:
+        RecoveryError: a virtual adapter (no parent device) or a device with no driver.
+    """
+    device = sysfs / adapter / "device"
+    if not device.exists():
+        raise RecoveryError(f"{adapter} has no parent device (a virtual adapter): nothing to rebind")
+    driver = device / "driver"
+    if not driver.exists():
+        raise RecoveryError(f"{adapter}'s device {device.resolve().name} is bound to no driver")
+    return driver.resolve(), device.resolve().name
+
+
+async def rebind(adapter: str, sysfs: Path = Path("/sys/class/bluetooth"), wait_s: float = 10.0) -> None:
+    """Unbind ``adapter``'s parent device from its driver, bind it again, and wait up to
+    ``wait_s`` for ``adapter`` to be registered again."""
+    driver, name = parent_device(adapter, sysfs)
+    try:
+        (driver / "unbind").write_text(name)
+        await asyncio.sleep(OFF_S)
+        (driver / "bind").write_text(name)
+    except OSError as exc:
+        raise RecoveryError(f"rebind {name} to {driver.name}: {exc}") from exc
+    deadline = time.monotonic() + wait_s
+    while not (sysfs / adapter).exists():
+        if time.monotonic() > deadline:
+            raise RecoveryError(f"{adapter} not back {wait_s:g} s after {name} was bound to {driver.name} again")
+        await asyncio.sleep(0.2)
+
+
 async def run_rung(adapter: str, rung: str) -> float:
     """Run one rung; the seconds it took. Raises RecoveryError."""
     index = adapter_index(adapter)
@@ -131,6 +173,8 @@ async def run_rung(adapter: str, rung: str) -> float:
             await rfkill_cycle(adapter)
         except OSError as exc:
             raise RecoveryError(f"rfkill: {exc}") from exc
+    elif rung == "rebind":
+        await rebind(adapter)
     else:
         raise RecoveryError(f"rung {rung!r} is not one of {', '.join(RUNGS)}")
     return time.monotonic() - started
