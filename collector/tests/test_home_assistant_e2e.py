@@ -345,6 +345,7 @@ def _alarms_in_home_assistant(ha: HomeAssistant, broker: Mosquitto, tmp_path: Pa
             {
                 "mqtt": {**mqtt_settings(broker), "client_id": "sunbox-alarms"},
                 "defaults": {rule.id: False for rule in DEFAULT_RULES},
+                "system": {"influx_url": None, "disk_path": None},
                 "rules": [{"id": "bms-low", "quantity": "soc", "below": 101, "device": "bms", "severity": "alarm"}],
                 "state_path": str(tmp_path / "alarms-state.json"),
                 "outbox_path": str(tmp_path / "alarms-outbox.sqlite3"),
