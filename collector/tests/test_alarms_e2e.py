@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,26 @@ class Mailbox:
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         self.messages.append(envelope.content.decode("utf-8", "replace"))
         return "250 OK"
+
+
+@contextlib.asynccontextmanager
+async def webhook(port: int) -> AsyncIterator[list[dict[str, Any]]]:
+    """A real HTTP receiver of Apprise's ``json://`` messages on ``port``: the bodies, as they come."""
+    posts: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        posts.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield posts
+    finally:
+        await runner.cleanup()
 
 
 @contextlib.contextmanager
@@ -147,27 +167,16 @@ async def test_alarms_reach_the_owner_once_with_their_original_time_after_an_out
             await asyncio.sleep(1.5)  # a failed attempt or two against the receivers that are down
 
             # the receivers come up
-            posts: list[dict[str, Any]] = []
-
-            async def hook(request: web.Request) -> web.Response:
-                posts.append(await request.json())
-                return web.Response(text="ok")
-
-            app = web.Application()
-            app.router.add_post("/hook", hook)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", http_port).start()
             mailbox = Mailbox()
             smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
-            await asyncio.to_thread(smtp.start)
-            try:
-                await wait_until(lambda: posts and mailbox.messages, 30)
-                await asyncio.sleep(3)  # longer than retry_max_s: nothing comes twice
-                assert len(posts) == 1 and len(mailbox.messages) == 1, (posts, mailbox.messages)
-            finally:
-                await asyncio.to_thread(smtp.stop)
-                await runner.cleanup()
+            async with webhook(http_port) as posts:
+                await asyncio.to_thread(smtp.start)
+                try:
+                    await wait_until(lambda: posts and mailbox.messages, 30)
+                    await asyncio.sleep(3)  # longer than retry_max_s: nothing comes twice
+                    assert len(posts) == 1 and len(mailbox.messages) == 1, (posts, mailbox.messages)
+                finally:
+                    await asyncio.to_thread(smtp.stop)
     finally:
         subscriber.close()
         client.loop_stop()
@@ -188,18 +197,7 @@ async def test_the_appliance_going_wrong_is_notified_even_with_the_broker_down(t
     of the broker going down reaches the HTTP receiver while there is no broker at all."""
     broker = Mosquitto("mosquitto-alarms", free_port(), tmp_path / "mosquitto")
     broker.start()
-    posts: list[dict[str, Any]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        posts.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
     http_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", http_port).start()
     urls = tmp_path / "urls"
     urls.write_text(f"json://127.0.0.1:{http_port}/hook\n")
     quick = {"for_s": 1, "severity": "alarm"}
@@ -220,30 +218,30 @@ async def test_the_appliance_going_wrong_is_notified_even_with_the_broker_down(t
     config_path = tmp_path / "alarms.yaml"
     config_path.write_text(yaml.safe_dump(config))
 
-    def lines() -> list[str]:
-        return [line for post in posts for line in post["message"].splitlines()]
-
     try:
-        with alarms_process(config_path, tmp_path / "alarms.log"):
-            client = publisher(broker)
-            await wait_until(lambda: any("InfluxDB answering below 1" in line for line in lines()), 30)
-            started = time.monotonic()
-            client.publish("sunbox/collector/availability", "offline", qos=1, retain=True)
-            await wait_until(lambda: any("Collector running below 1" in line for line in lines()), 30)
-            # for_s 1 and a look every second (system.check_s): the rest is the service's own
-            print(f"collector's last will -> notification at the receiver: {time.monotonic() - started:.2f} s")
-            assert any("sunbox: Collector running below 1" in line for line in lines()), lines()
-            assert any("InfluxDB answering below 1" in line for line in lines()), lines()
-            client.loop_stop()
-            client.disconnect()
-            broker.stop()
-            await wait_until(lambda: any("Broker connected below 1" in line for line in lines()), 30)
-            state = json.loads((tmp_path / "state.json").read_text())
-            assert sorted(a["id"] for a in state["active"]) == [
-                "broker-gone/sunbox",
-                "collector-gone/sunbox",
-                "influx-gone/sunbox",
-            ], state  # the card (tmp_path's filesystem) is writable: no alarm
+        async with webhook(http_port) as posts:
+
+            def lines() -> list[str]:
+                return [line for post in posts for line in post["message"].splitlines()]
+
+            with alarms_process(config_path, tmp_path / "alarms.log"):
+                client = publisher(broker)
+                await wait_until(lambda: any("InfluxDB answering below 1" in line for line in lines()), 30)
+                started = time.monotonic()
+                client.publish("sunbox/collector/availability", "offline", qos=1, retain=True)
+                await wait_until(lambda: any("Collector running below 1" in line for line in lines()), 30)
+                # for_s 1 and a look every second (system.check_s): the rest is the service's own
+                print(f"collector's last will -> notification at the receiver: {time.monotonic() - started:.2f} s")
+                assert any("sunbox: Collector running below 1" in line for line in lines()), lines()
+                client.loop_stop()
+                client.disconnect()
+                broker.stop()
+                await wait_until(lambda: any("Broker connected below 1" in line for line in lines()), 30)
+                state = json.loads((tmp_path / "state.json").read_text())
+                assert sorted(a["id"] for a in state["active"]) == [
+                    "broker-gone/sunbox",
+                    "collector-gone/sunbox",
+                    "influx-gone/sunbox",
+                ], state  # the card (tmp_path's filesystem) is writable: no alarm
     finally:
         broker.stop()
-        await runner.cleanup()
