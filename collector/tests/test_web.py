@@ -714,7 +714,9 @@ def test_alarms_show_on_every_page_and_the_touchscreen_acknowledges_them(
             )
             assert min(heights) >= 48, heights
             for alarm_id in ("house-low/house", "spread/bat1"):
-                driver.find_element("css selector", f'button[data-ack="{alarm_id}"]').click()
+                button = f'button[data-ack="{alarm_id}"]'
+                # a tap: found and clicked again should an alarm change redraw the page in between
+                wait_for(lambda b=button: driver.find_element("css selector", b).click() is None, what="a tap")
                 wait_for(
                     lambda alarm_id=alarm_id: (
                         not driver.find_elements("css selector", f'button[data-ack="{alarm_id}"]')

@@ -167,7 +167,12 @@ const SEVERITY = { alarm: 0, warning: 1 };
 const activeAlarms = () =>
   (app.alarms.active || []).slice().sort((a, b) => SEVERITY[a.severity] - SEVERITY[b.severity] || b.raised_ms - a.raised_ms);
 const alarmValue = (a) => (known(a.value) ? ` (${+a.value.toPrecision(3)})` : "");
-const since = (ms) => duration(Math.max(0, (serverNow() - ms) / 1000));
+// minutes, not seconds: the Alarms page then changes only when an alarm does, so a tap on
+// its buttons never meets a page being redrawn
+const since = (ms) => {
+  const age = Math.max(0, (serverNow() - ms) / 1000);
+  return age < 60 ? "under a minute" : duration(Math.floor(age / 60) * 60);
+};
 
 // On every page: the alarms not yet acknowledged (white on red, or on orange for a
 // warning), or once all are acknowledged a quieter line; the engine offline is said too.
@@ -203,7 +208,7 @@ function alarmsPage() {
       const acked = known(a.acked_ms);
       return `<section class="card alarm-item ${esc(a.severity)} ${acked ? "acked" : ""}" data-alarm="${esc(a.id)}">
         <div class="what"><span class="sev">${esc(a.severity)}</span> <b>${esc(a.device)}</b>: ${esc(a.text)}${esc(alarmValue(a))}</div>
-        <div class="when">since ${esc(since(a.raised_ms))}${acked ? ` · acknowledged ${esc(since(a.acked_ms))} ago` : ""}</div>
+        <div class="when">raised ${esc(since(a.raised_ms))} ago${acked ? ` · acknowledged ${esc(since(a.acked_ms))} ago` : ""}</div>
         ${acked ? "" : `<button data-ack="${esc(a.id)}">Acknowledge</button>`}</section>`;
     })
     .join("");
@@ -574,6 +579,7 @@ function energyChart(el, body) {
 const PAGES = { now: nowPage, history: historyPage, cells: cellsPage, health: healthPage, alarms: alarmsPage };
 const route = () => (location.hash.slice(1) in PAGES ? location.hash.slice(1) : "now");
 
+let lastHtml = "";
 function showPage() {
   const page = route();
   for (const a of document.querySelectorAll(".tabs a")) a.setAttribute("aria-current", a.dataset.page === page ? "page" : "false");
@@ -583,10 +589,15 @@ function showPage() {
     app.history.chart.destroy();
     app.history.chart = null;
   }
-  main.innerHTML = PAGES[page]();
-  applyHeights(main);
-  main.dataset.page = page;
-  if (page === "history") loadHistory();
+  const html = PAGES[page]();
+  // nothing changed: keep the DOM, and with it a tap in progress on one of its buttons
+  if (page !== main.dataset.page || html !== lastHtml) {
+    lastHtml = html;
+    main.innerHTML = html;
+    applyHeights(main);
+    main.dataset.page = page;
+    if (page === "history") loadHistory();
+  }
   if (page === "health") checkStorage();
 }
 
@@ -622,7 +633,7 @@ async function checkStorage() {
   } catch {
     app.storage = false;
   }
-  if (route() === "health") document.getElementById("page").innerHTML = healthPage();
+  if (route() === "health") showPage();
 }
 
 document.addEventListener("click", (event) => {
