@@ -33,6 +33,9 @@ NAME_PATTERN = re.compile(rf"^{_NAME}$")
 QUALIFIED_DEVICE_PATTERN = re.compile(rf"^(?:{_NAME}\.)?{_NAME}$")
 #: The topic level under the prefix that starts a site's branch.
 SITE_LEVEL = "site"
+#: The branch under the prefix where the alarm engine publishes (``sunbox.alarms``) and the
+#: display reads and acknowledges: no device id starts with ``_``.
+ALARMS_LEVEL = "_alarms"
 #: The leaves a collector publishes per device.
 LEAVES = ("state", "health", "availability")
 

@@ -44,8 +44,8 @@ from .rules import AlarmsConfig
 
 LOG = logging.getLogger(__name__)
 
-#: the branch under the prefix where alarms are published (no device id starts with "_")
-BRANCH = "_alarms"
+#: the branch under the prefix where alarms are published
+BRANCH = topics.ALARMS_LEVEL
 #: the last changes published for the Alarms page (``<prefix>/_alarms/history``)
 HISTORY_SHOWN = 50
 

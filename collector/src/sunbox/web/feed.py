@@ -22,7 +22,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sunbox import topics
 
 from .config import WebMqttConfig
-from .live import ALARMS_BRANCH
 
 LOG = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ class Feed:
             self._status(False, f"refused: {reason}")
             return
         prefix = self.config.topic_prefix
-        alarms = [f"{prefix}/{ALARMS_BRANCH}/{leaf}" for leaf in ("active", "history", "availability")]
+        alarms = [f"{prefix}/{topics.ALARMS_LEVEL}/{leaf}" for leaf in ("active", "history", "availability")]
         client.subscribe([(t, 0) for t in topics.subscriptions(prefix, topics.LEAVES) + alarms])
         self._status(True, "connected")
 
@@ -83,7 +82,7 @@ class Feed:
         """Ask the alarm engine to mark ``alarm_id`` seen (QoS 1); False when the broker is away."""
         if not self.connected:
             return False
-        topic = f"{self.config.topic_prefix}/{ALARMS_BRANCH}/ack"
+        topic = f"{self.config.topic_prefix}/{topics.ALARMS_LEVEL}/ack"
         info = self.client.publish(topic, json.dumps({"id": alarm_id}), qos=1)
         return bool(info.rc == mqtt.MQTT_ERR_SUCCESS)
 

@@ -63,8 +63,6 @@ class Device:
     received_ms: int | None = None
 
 
-#: the alarm engine's branch under the prefix (sunbox.alarms.service.BRANCH)
-ALARMS_BRANCH = "_alarms"
 #: an alarm as the display takes it: these keys, of these types (None allowed where listed)
 _ALARM_KEYS: dict[str, tuple[type, ...]] = {
     "id": (str,),
@@ -118,7 +116,7 @@ class LiveState:
         Never raises: a bad message is counted in :attr:`skipped` and None is returned.
         """
         self.messages += 1
-        if topic.startswith(f"{self.prefix}/{ALARMS_BRANCH}/"):
+        if topic.startswith(f"{self.prefix}/{topics.ALARMS_LEVEL}/"):
             return self._apply_alarms(topic.rsplit("/", 1)[-1], payload)
         try:
             where = topics.parse(topic, self.prefix)
