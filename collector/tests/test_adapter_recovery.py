@@ -135,6 +135,29 @@ async def test_a_stuck_disconnect_held_back_by_the_rate_limit_escalates_at_the_n
     assert not await supervisor.report_failure() and calls == ["mgmt", "mgmt"]
 
 
+async def test_failed_connections_to_devices_not_heard_escalate_sooner() -> None:
+    """A device BlueZ neither signals nor connects (seen after a collector restart in the
+    BLE virtual Pi): two such failures in a row recover the adapter, where failures to
+    devices that are heard wait for the full count."""
+    calls: list[str] = []
+
+    async def dbus() -> None:
+        calls.append("dbus")
+
+    supervisor = AdapterSupervisor("hci0", dbus, 6, 0, power_cycle_after_unheard=2)
+    assert not await supervisor.report_failure(unheard=True)
+    assert await supervisor.report_failure(unheard=True) and calls == ["dbus"]
+    # a heard failure in between starts the unheard count over; the full count still holds
+    assert not await supervisor.report_failure(unheard=True)
+    assert not await supervisor.report_failure(unheard=False)
+    assert not await supervisor.report_failure(unheard=True)
+    assert calls == ["dbus"]
+    supervisor.report_success()
+    for _ in range(5):
+        assert not await supervisor.report_failure()
+    assert await supervisor.report_failure() and calls == ["dbus", "dbus"]
+
+
 async def test_the_rebind_rung_unbinds_and_binds_the_parent_device_and_waits_for_the_adapter(tmp_path: Path) -> None:
     """On a sysfs tree shaped like a Pi 5's (hci0's device is the UART's serdev device
     serial0-0, driver hci_uart_bcm): the device's name goes to unbind, then to bind, and

@@ -148,6 +148,9 @@ class BleConfig(Strict):
     advert_retry_floor_s: Annotated[float, Field(ge=0)] = 5.0
     #: consecutive failed connects (across devices) before the adapter is power-cycled
     power_cycle_after: Annotated[int, Field(ge=1)] = 6
+    #: ... or this many in a row to devices the scanner has not heard since their link
+    #: was last up (BlueZ deaf as well as failing; docs/ble.md)
+    power_cycle_after_unheard: Annotated[int, Field(ge=1)] = 2
     power_cycle_min_interval_s: Annotated[float, Field(ge=0)] = 900.0
     #: the privileged helper's socket (``sunbox adapter-recovery serve``): when the D-Bus
     #: power-cycle fails, it power-cycles through the kernel, then rfkill; None = no helper

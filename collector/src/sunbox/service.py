@@ -143,6 +143,7 @@ class Collector:
             config.ble.power_cycle_after,
             config.ble.power_cycle_min_interval_s,
             helper_rungs(config.ble.adapter, config.ble.recovery_socket) if config.ble.backend == "bluez" else None,
+            power_cycle_after_unheard=config.ble.power_cycle_after_unheard,
         )
         self.links = [
             DeviceLink(

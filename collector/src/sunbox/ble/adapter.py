@@ -1,7 +1,11 @@
 """Per-adapter coordination: serialised connection setup, backoff, power-cycle escalation.
 
 Escalation: when ``power_cycle_after`` connection attempts in a row have failed (any
-device on this adapter; a success resets the count), or at once when a disconnect did not
+device on this adapter; a success resets the count), sooner when
+``power_cycle_after_unheard`` of them in a row were to devices the scanner has not heard
+since they were last connected (BlueZ not signalling them while it fails to connect:
+seen after a collector restart in the BLE virtual Pi, docs/virtual-pi.md), or at once
+when a disconnect did not
 complete in its bound (the wedge's own sign, bluez/bluez#932), the adapter is recovered, at
 most once per ``power_cycle_min_interval_s``, by a ladder of rungs, each bounded: first
 ``org.bluez.Adapter1.Powered`` false then true over D-Bus (dbus-fast, already a bleak
@@ -60,6 +64,7 @@ class AdapterSupervisor:
         min_interval_s: float,
         ladder: list[Rung] | None = None,
         power_cycle_timeout_s: float = 30.0,
+        power_cycle_after_unheard: int | None = None,
     ) -> None:
         self.name = name
         self.connect_lock = asyncio.Lock()
@@ -73,6 +78,9 @@ class AdapterSupervisor:
         self._after = power_cycle_after
         self._min_interval = min_interval_s
         self._failures = 0
+        self._after_unheard = power_cycle_after_unheard or power_cycle_after
+        #: failed connections in a row to devices not heard since their last connection
+        self._unheard = 0
         #: the device whose disconnect did not complete, since the last good connection
         self._stuck: str | None = None
         self._last_cycle: float | None = None
@@ -87,6 +95,7 @@ class AdapterSupervisor:
 
     def report_success(self) -> None:
         self._failures = 0
+        self._unheard = 0
         self._stuck = None
 
     async def report_stuck_disconnect(self, device_id: str) -> bool:
@@ -102,9 +111,12 @@ class AdapterSupervisor:
         LOG.warning("%s: %s's disconnect did not complete: BlueZ may be wedged", self.name, device_id)
         return await self._escalate(kernel_first=bool(self._ladder))
 
-    async def report_failure(self) -> bool:
-        """Count a failed connection; power-cycle if due. Returns True if it cycled."""
+    async def report_failure(self, unheard: bool = False) -> bool:
+        """Count a failed connection; recover the adapter if due. ``unheard``: the scanner
+        has not heard the device since its link was last up (or since the start), so
+        BlueZ may be deaf as well as failing to connect. Returns True if it recovered."""
         self._failures += 1
+        self._unheard = self._unheard + 1 if unheard else 0
         if self._power_cycle is None and not self._ladder:
             return False
         if self._stuck is not None:
@@ -112,6 +124,12 @@ class AdapterSupervisor:
                 "%s: a connection failed after %s's disconnect did not complete: BlueZ may be wedged",
                 self.name,
                 self._stuck,
+            )
+        elif self._unheard >= self._after_unheard:
+            LOG.warning(
+                "%s: %d failed connections in a row to devices not heard since: BlueZ may be deaf",
+                self.name,
+                self._unheard,
             )
         elif self._failures < self._after:
             return False
@@ -130,6 +148,7 @@ class AdapterSupervisor:
             return False
         self._last_cycle = now
         self._failures = 0
+        self._unheard = 0
         self._stuck = None
         self.power_cycles += 1
         LOG.warning("%s: recovering the adapter", self.name)

@@ -226,6 +226,8 @@ class DeviceLink:
     async def run(self) -> None:
         """Run until cancelled. Never raises except CancelledError."""
         first = True
+        #: since when the scanner must have heard the device for a failure not to count as unheard
+        heard_mark = time.monotonic()
         try:
             while True:
                 raise_if_cancelled()
@@ -237,6 +239,7 @@ class DeviceLink:
                     link = await self._connect()
                     self._link = link
                     self.supervisor.report_success()
+                    heard_mark = time.monotonic()
                     self.backoff.reset()
                     self.health.connected = True
                     LOG.info("%s: connected to %s", self.device.id, self.device.address)
@@ -259,7 +262,8 @@ class DeviceLink:
                         busy = not isinstance(exc, AuthenticationError | FrameError)  # not a password
                         if busy and self.health.consecutive_errors == BUSY_HINT_AFTER:
                             LOG.warning(BUSY_HINT, self.device.id, self.device.address, BUSY_HINT_AFTER)
-                        if await self.supervisor.report_failure():
+                        unheard = not self.scanner.heard_since(self.device.address, heard_mark)
+                        if await self.supervisor.report_failure(unheard=unheard):
                             self.backoff.reset()  # this link's failure recovered the adapter
                         retry_on_advert = busy
                 except Exception as exc:
