@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sunbox.alarms.outbox import when
 from sunbox.alarms.rules import DEFAULT_RULES
+from sunbox.storage.points import parse_alarm_event
 from sunbox_stack.servers import Mosquitto, free_port
 
 from .test_mqtt_e2e import Subscriber, wait_until
@@ -135,6 +136,13 @@ async def test_alarms_reach_the_owner_once_with_their_original_time_after_an_out
             found = [p for t, p, _r in subscriber.messages if t == f"{prefix}/_alarms/{alarm_id}"]
         return json.loads(found[-1]) if found else None
 
+    def events() -> list[tuple[str, str, int]]:
+        """The events the writer would store (validated as it does)."""
+        with subscriber.lock:
+            found = [p for t, p, _r in subscriber.messages if t == f"{prefix}/_alarms/events"]
+        points = [parse_alarm_event(p, int(time.time() * 1000)) for p in found]
+        return [(p.event, f"{p.rule}/{p.device}", p.time_ms) for p in points]
+
     def online() -> bool:
         with subscriber.lock:
             states = [p for t, p, _r in subscriber.messages if t == f"{prefix}/_alarms/availability"]
@@ -148,6 +156,8 @@ async def test_alarms_reach_the_owner_once_with_their_original_time_after_an_out
                 client.publish(f"{prefix}/house/state", reading("house", 12.0, t0 + i * 1000), qos=1)
             await wait_until(lambda: (retained("house-low/house") or {}).get("active") is True, 20)
             assert retained("house-low/house")["raised_ms"] == t0 + 1000
+            await wait_until(lambda: events(), 10)
+            assert events() == [("raised", "house-low/house", t0 + 1000)]
             state = json.loads((tmp_path / "state.json").read_text())
             assert [a["id"] for a in state["active"]] == ["house-low/house"]
             first.send_signal(signal.SIGKILL)
@@ -164,6 +174,8 @@ async def test_alarms_reach_the_owner_once_with_their_original_time_after_an_out
             assert (retained("house-low/house") or {}).get("raised_ms") == t0 + 1000  # republished as it was
             client.publish(f"{prefix}/house/state", reading("house", 26.0, t1 + 4000), qos=1)
             await wait_until(lambda: (retained("house-low/house") or {}).get("active") is False, 20)
+            await wait_until(lambda: events(), 10)
+            assert events() == [("cleared", "house-low/house", t1 + 4000)], "raised once, not again at the restart"
             await asyncio.sleep(1.5)  # a failed attempt or two against the receivers that are down
 
             # the receivers come up

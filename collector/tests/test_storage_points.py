@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sunbox.config import ConfigError
 from sunbox.protocols import jbd, litime
 from sunbox.protocols.vreg_registers import FAMILIES, FAMILY_KINDS, REGISTERS
-from sunbox.storage import layout
+from sunbox.storage import layout, points
 from sunbox.storage.points import PayloadError, parse_message
 
 NOW = 1_763_700_000_000
@@ -141,6 +141,7 @@ def test_layout_defaults_follow_the_issue() -> None:
         "sunbox_5m": 31 * 86400,
         "sunbox_30m": 366 * 86400,
         "sunbox_2h": 3660 * 86400,
+        "sunbox_events": 3660 * 86400,
     }
     assert [t.every for t in lay.tiers] == [120, 300, 1800, 7200]
 
@@ -255,3 +256,48 @@ def test_every_decoder_output_is_storable(vectors: dict[str, Any]) -> None:
         topic = "sunbox/dev/health" if kind == "health" else "sunbox/dev/state"
         point = parse_message(topic, body, NOW)
         assert point.fields
+
+
+def _event(**over: Any) -> bytes:
+    alarm = {"rule": "soc-low", "device": "site1.bat1", "severity": "alarm", "text": "SOC below 10 %", "value": 9.5}
+    body: dict[str, Any] = {"what": "raised", "time_ms": NOW - 1000, "alarm": alarm}
+    for key, value in over.items():
+        if key in alarm:
+            alarm[key] = value
+        else:
+            body[key] = value
+    return json.dumps(body).encode()
+
+
+def test_an_alarm_event_becomes_a_point_of_the_events_bucket() -> None:
+    point = points.parse_alarm_event(_event(), NOW)
+    assert point.to_record() == {
+        "measurement": "alarm",
+        "tags": {"rule": "soc-low", "device": "site1.bat1", "severity": "alarm", "event": "raised"},
+        "fields": {"text": "SOC below 10 %", "value": 9.5},
+        "time": NOW - 1000,
+    }
+    # a stale rule's value is unknown until counted: no value field
+    assert points.parse_alarm_event(_event(value=None, what="cleared"), NOW).to_record()["fields"] == {
+        "text": "SOC below 10 %"
+    }
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{", "not JSON"),
+        (b"[]", "no alarm object"),
+        (_event(what="exploded"), "what must be one of"),
+        (_event(time_ms=5), "before 2015"),
+        (_event(time_ms="now"), "not an integer"),
+        (_event(rule="Bad Rule"), "alarm.rule"),
+        (_event(device="a/b"), "alarm.device"),
+        (_event(severity="panic"), "alarm.severity"),
+        (_event(text=7), "alarm.text"),
+        (_event(value="high"), "alarm.value: expected a number"),
+    ],
+)
+def test_a_malformed_alarm_event_is_refused_with_its_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(points.PayloadError, match=reason):
+        points.parse_alarm_event(payload, NOW)

@@ -330,6 +330,7 @@ def test_tokens_are_least_privilege(influxdb: InfluxDB, applied: influx_setup.Ap
     current = influx_setup.apply(influxdb.url, influxdb.token, LAYOUT, layout.find_template().read_text())
     writer, dashboards = current.tokens["writer"], current.tokens["dashboards"]
     assert post_write(writer, LAYOUT.raw_bucket) == 204
+    assert post_write(writer, LAYOUT.events_bucket) == 204  # the alarm events
     assert post_write(writer, "sunbox_2m") in (401, 403, 404)
     assert post_query(writer, LAYOUT.raw_bucket) in (401, 403, 404)
     for bucket in LAYOUT.buckets():

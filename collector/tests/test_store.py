@@ -304,6 +304,56 @@ def test_malformed_payloads_are_dead_lettered(
         sub.loop_stop()
 
 
+def test_alarm_events_go_to_their_own_bucket_with_their_own_time(
+    mosquitto: Mosquitto, influxdb: InfluxDB, writer_token: str, publisher: Publisher
+) -> None:
+    """The alarm engine's events (sunbox.alarms.service) as the writer stores them for
+    History's markers; a malformed one is dead-lettered like a malformed reading."""
+    letters: list[dict[str, Any]] = []
+    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"dlq-{uuid.uuid4().hex[:6]}")
+    sub.username_pw_set(mosquitto.username, mosquitto.password)
+    sub.on_message = lambda _c, _u, m: letters.append(json.loads(m.payload))
+    sub.on_connect = lambda c, _u, _f, _r, _p: c.subscribe("sunbox/deadletter", 1)
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.loop_start()
+    time.sleep(0.5)
+    store = running_store(make_config(mosquitto, influxdb, writer_token, "store-ev"))
+    raised = now_ms() - 600_000
+    alarm = {"rule": "soc-low", "device": "ev-bat", "severity": "warning", "text": "SOC below 20 %", "value": 19.4}
+    try:
+        for what, at in (("raised", raised), ("acked", raised + 60_000), ("cleared", raised + 300_000)):
+            body = {"what": what, "time_ms": at, "alarm": {**alarm, "active": what != "cleared"}}
+            publisher.raw("sunbox/_alarms/events", json.dumps(body).encode())
+        publisher.raw("sunbox/_alarms/events", json.dumps({"what": "exploded", "time_ms": raised}).encode())
+        publisher.flush()
+        query = (
+            f'from(bucket: "{LAYOUT.events_bucket}") |> range(start: -1h)'
+            ' |> filter(fn: (r) => r._measurement == "alarm" and r.device == "ev-bat")'
+        )
+
+        def events() -> list[tuple[str, str, Any, int]]:
+            with InfluxDBClient(url=influxdb.url, token=influxdb.token, org=LAYOUT.org, timeout=60_000) as client:
+                tables = client.query_api().query(query)
+            return sorted(
+                (r.values["event"], r.get_field(), r.get_value(), int(r.get_time().timestamp() * 1000))
+                for t in tables
+                for r in t.records
+            )
+
+        wait_for(lambda: len(events()) == 6, what="the three events in the events bucket")
+        expected = []
+        for what, at in (("raised", raised), ("acked", raised + 60_000), ("cleared", raised + 300_000)):
+            expected += [(what, "text", "SOC below 20 %", at), (what, "value", 19.4, at)]
+        assert events() == sorted(expected)
+        wait_for(lambda: len(letters) == 1, what="the malformed event dead-lettered")
+        assert letters[0]["topic"] == "sunbox/_alarms/events" and "not an alarm event" in letters[0]["reason"]
+        assert not stored(influxdb, "ev-"), "no event in the raw bucket"
+    finally:
+        store.stop()
+        sub.disconnect()
+        sub.loop_stop()
+
+
 @pytest.mark.parametrize(
     ("hold", "sync_after_s"),
     [(False, 0.0), (True, 0.0), (True, 25.0)],

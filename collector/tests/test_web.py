@@ -185,8 +185,29 @@ def test_a_tier_range_reads_its_newest_windows_from_raw(web: WebServer) -> None:
     assert requests.get(f"{web.url}/api/history?quantity=soc&range=1h", timeout=60).json()["raw_from"] is None
 
 
+def test_history_carries_the_alarm_events_of_its_range(web: WebServer) -> None:
+    """The events bucket (seeded as the writer stores the engine's events,
+    sunbox_stack.seed.ALARM_EVENTS) gives History its markers, whatever bucket the
+    series come from; a device's chart carries only that device's."""
+    day = requests.get(f"{web.url}/api/history?quantity=soc&range=24h", timeout=60).json()
+    assert [(e["event"], e["rule"], e["device"], e["severity"]) for e in day["alarms"]] == [
+        ("raised", "soc-low", "bat1", "warning"),
+        ("acked", "soc-low", "bat1", "warning"),
+        ("cleared", "soc-low", "bat1", "warning"),
+    ]
+    assert day["alarms"][0]["text"] == "SOC below 20 %"
+    now = time.time()
+    assert now - 3 * 3600 - 120 < day["alarms"][0]["t"] < now - 3 * 3600 + 5
+    decade = requests.get(f"{web.url}/api/history?quantity=soc&range=10y", timeout=60).json()
+    assert [e["event"] for e in decade["alarms"]] == ["raised", "cleared", "raised", "acked", "cleared"]
+    assert decade["bucket"] == "sunbox_2h"
+    other = requests.get(f"{web.url}/api/history?quantity=soc&range=24h&device=bat2", timeout=60).json()
+    assert other["alarms"] == []
+
+
 def test_every_tier_lag_in_the_rule_matches_the_default_layout() -> None:
     lay = layout.parse(None)
+    assert lay.events_bucket == pick.EVENTS_BUCKET
     tiers = {lay.bucket_of(t): t for t in lay.tiers}
     for step in pick.RULE[1:]:
         tier = tiers[step.bucket]
@@ -267,6 +288,17 @@ def test_every_page_shows_the_devices_without_console_errors(
                 assert size[0] <= size[1] and size[2] <= size[3], f"Now scrolls at {width}x{height}: {size}"
             elif page == "history":
                 wait_for(lambda: browser.find_elements("css selector", "#chart canvas"), what="a chart")
+                # the seeded alarm's raised, acknowledged and cleared events, on the plot
+                marks = browser.execute_script(
+                    "const o = document.querySelector('#chart .u-over').getBoundingClientRect();"
+                    "return [...document.querySelectorAll('#chart .alarm-mark')].map(m => {"
+                    " const r = m.getBoundingClientRect();"
+                    " return [m.dataset.event, r.left >= o.left && r.left <= o.right, r.height, m.title]; })"
+                )
+                assert [m[0] for m in marks] == ["raised", "acked", "cleared"], marks
+                assert all(m[1] and m[2] > 100 for m in marks), marks
+                assert "raised · warning · bat1: SOC below 20 %" in marks[0][3], marks
+                assert "3 alarm events" in page_text(browser)
             elif page == "cells":
                 wait_for(lambda: "3909" in page_text(browser), what="cell voltages")
             else:

@@ -36,6 +36,9 @@ SITE_LEVEL = "site"
 #: The branch under the prefix where the alarm engine publishes (``sunbox.alarms``) and the
 #: display reads and acknowledges: no device id starts with ``_``.
 ALARMS_LEVEL = "_alarms"
+#: The leaf under :data:`ALARMS_LEVEL` where the engine publishes every raised,
+#: acknowledged and cleared event (QoS 1, not retained), which the writer stores.
+ALARM_EVENTS_LEAF = "events"
 #: The leaves a collector publishes per device.
 LEAVES = ("state", "health", "availability")
 
@@ -93,6 +96,11 @@ def parse(topic: str, prefix: str) -> Topic:
 def subscriptions(prefix: str, leaves: tuple[str, ...]) -> list[str]:
     """The topic filters for these leaves of every device, the Pi's own and every site's."""
     return [f"{prefix}/+/{leaf}" for leaf in leaves] + [f"{prefix}/{SITE_LEVEL}/+/+/{leaf}" for leaf in leaves]
+
+
+def alarm_events_topic(prefix: str) -> str:
+    """Where the alarm engine publishes its events for the writer (``docs/alarms.md``)."""
+    return f"{prefix}/{ALARMS_LEVEL}/{ALARM_EVENTS_LEAF}"
 
 
 def stored_topic(prefix: str, site: str | None) -> str:

@@ -499,9 +499,11 @@ async function loadHistory() {
   });
   const rect = el.getBoundingClientRect();
   const roomy = rect.height > 420;
+  const alarms = body.alarms || [];
+  const marked = alarms.length ? ` · ${alarms.length} alarm event${alarms.length === 1 ? "" : "s"}` : "";
   h.chart = new uPlot(
     {
-      title: `${body.label} · ${body.bucket.replace("sunbox_", "")} (${body.window_s > 1 ? duration(body.window_s) + " windows" : "raw"})`,
+      title: `${body.label} · ${body.bucket.replace("sunbox_", "")} (${body.window_s > 1 ? duration(body.window_s) + " windows" : "raw"})${marked}`,
       width: Math.max(300, rect.width - 8),
       height: Math.max(160, rect.height - (roomy ? 90 : 70)),
       series,
@@ -512,6 +514,8 @@ async function loadHistory() {
       legend: { show: true, live: roomy },
       cursor: { drag: { x: true, y: false } },
       hooks: {
+        ready: [(u) => alarmMarks(u, alarms)],
+        setSize: [(u) => alarmMarks(u, alarms)],
         setSelect: [
           (u) => {
             if (u.select.width < 10) return;
@@ -532,6 +536,27 @@ async function loadHistory() {
   for (const row of h.chart.root.querySelectorAll(".u-legend .u-series")) {
     const label = row.querySelector(".u-label");
     if (label && / (min|max)$/.test(label.textContent)) row.style.display = "none";
+  }
+}
+
+// The alarm engine's events on the chart (docs/web.md): a line at each event's time over
+// the plot, red for an alarm raised, amber for a warning raised, green dashed when
+// cleared, grey dotted when acknowledged; its title says what, when and where.
+const MARK_STYLES = { raised: "solid", cleared: "dashed", acked: "dotted" };
+function alarmMarks(u, alarms) {
+  for (const old of u.over.querySelectorAll(".alarm-mark")) old.remove();
+  for (const e of alarms) {
+    const x = u.valToPos(e.t, "x");
+    if (!(x >= 0 && x <= u.over.clientWidth)) continue;
+    const mark = document.createElement("div");
+    const tone = e.event === "raised" ? (e.severity === "alarm" ? "bad" : "warn") : e.event === "cleared" ? "ok" : "muted";
+    mark.className = `alarm-mark ${tone}`;
+    mark.dataset.event = e.event;
+    mark.style.left = `${Math.round(x)}px`;
+    mark.style.borderLeftStyle = MARK_STYLES[e.event] || "solid";
+    const when = new Date(e.t * 1000).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+    mark.title = `${when} · ${e.event} · ${e.severity} · ${e.device}: ${e.text}`;
+    u.over.appendChild(mark);
   }
 }
 

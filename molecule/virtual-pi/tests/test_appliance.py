@@ -455,6 +455,16 @@ def test_an_alarm_that_holds_is_raised_and_published_for_every_screen(host: Any,
         saved = json.loads(host.file("/var/lib/sunbox-alarms/state.json").content_string)
     assert "vpi-check/house" in [a["id"] for a in saved["active"]], saved
     assert host.check_output(f"{sub} sunbox/_alarms/availability") == "online"
+    # the event, through the writer into the events bucket, back out as History's marker
+    url = "http://localhost:8080/api/history?quantity=soc&range=24h"
+    deadline = time.monotonic() + 60
+    while True:
+        marks = json.loads(host.check_output(f"curl -fsS '{url}'"))["alarms"]
+        raised = [m for m in marks or [] if (m["rule"], m["device"], m["event"]) == ("vpi-check", "house", "raised")]
+        if raised or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert len(raised) == 1 and abs(raised[0]["t"] * 1000 - alarm["raised_ms"]) < 1000, marks
 
 
 def test_the_display_sees_the_card_writable_through_its_confinement(host: Any) -> None:

@@ -12,6 +12,8 @@ availability, the writer's reports, the backup's state, the broker connection, I
   ``active`` true or false), the list of active ones on ``<prefix>/_alarms/active`` and
   the last changes on ``<prefix>/_alarms/history``, so every screen and Home Assistant
   see the same state;
+* publishes the event itself (QoS 1, not retained) on ``<prefix>/_alarms/events``, which
+  the writer stores in the events bucket for History's markers (``sunbox.storage.writer``);
 * queues a line for every notification target (:mod:`sunbox.alarms.outbox`).
 
 Home Assistant learns of them through discovery (:mod:`sunbox.alarms.discovery`).
@@ -210,6 +212,7 @@ class AlarmService:
             if event.what == "raised" or (event.what == "cleared" and self.config.notify.on_clear):
                 self.outbox.put(line(event), event.time_ms, now_ms())
             self._publish(event.alarm.id, event.alarm.to_dict())
+            self.client.publish(topics.alarm_events_topic(self.prefix), json.dumps(event.to_dict()), qos=1)
         self._publish_active()
         try:
             state.save(self.config.state_path, self.engine.to_dict())

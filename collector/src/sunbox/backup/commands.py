@@ -49,7 +49,10 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _buckets(path: Path | None) -> list[str]:
-    return [] if path is None else list(layout_mod.load(path).buckets())
+    """The buckets a generation must hold: the readings' (a generation made before the
+    alarm events' bucket existed still restores; the events bucket is backed up with the
+    rest when it is there)."""
+    return [] if path is None else list(layout_mod.load(path).data_buckets())
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

@@ -48,11 +48,21 @@ class BackupConfig(Strict):
     generations: Annotated[int, Field(ge=1, le=365)] = 7
     #: files and directories archived besides InfluxDB (missing ones are skipped)
     include: list[Path] = Field(
-        default_factory=lambda: [Path("/etc/sunbox"), Path("/var/lib/sunbox"), Path("/var/lib/bluetooth")]
+        default_factory=lambda: [
+            Path("/etc/sunbox"),
+            Path("/var/lib/sunbox"),
+            Path("/var/lib/sunbox-alarms"),
+            Path("/var/lib/bluetooth"),
+        ]
     )
     #: names never archived (a live SQLite file is not a consistent copy; the queue only
-    #: holds readings on their way into InfluxDB)
-    exclude: list[str] = Field(default_factory=lambda: ["queue.sqlite3", "queue.sqlite3-wal", "queue.sqlite3-shm"])
+    #: holds readings on their way into InfluxDB; the alarm outbox's notifications, sent
+    #: again from a restored card, would reach the owner twice)
+    exclude: list[str] = Field(
+        default_factory=lambda: [
+            f"{name}.sqlite3{suffix}" for name in ("queue", "outbox") for suffix in ("", "-wal", "-shm")
+        ]
+    )
     #: the storage layout: every bucket it names must be in a backup for it to verify
     layout: Path | None = Path("/etc/sunbox/storage.yaml")
     #: the last run's result (JSON), read by the display's Health page

@@ -3,13 +3,13 @@
 What it converges, with an operator token (influxdb-client's management APIs):
 
 * the org;
-* the raw bucket and one bucket per tier, with their retention and shard group
-  duration; buckets of tiers that left the layout are kept, never deleted;
+* the raw bucket, one bucket per tier and the alarm events' bucket, with their retention
+  and shard group duration; buckets of tiers that left the layout are kept, never deleted;
 * the user ``sunbox-tasks``, the identity that owns the downsampling tasks;
 * three tokens, found by description and replaced only when their permissions differ:
-  ``sunbox writer`` (write to the raw bucket only), ``sunbox dashboards`` (read every
-  Sunbox bucket, and the org, which Flux needs to find the org by name), ``sunbox
-  tasks`` (the tasks user: read and write the Sunbox buckets, read and write tasks,
+  ``sunbox writer`` (write to the raw bucket and the alarm events' bucket only),
+  ``sunbox dashboards`` (read every Sunbox bucket, and the org, which Flux needs to find the org by name), ``sunbox
+  tasks`` (the tasks user: read and write the raw and tier buckets, read and write tasks,
   read the org);
 * one task per tier, rendered from ``influx_tasks/downsample.flux``, created or updated
   (and tasks with the Sunbox prefix that are no longer in the layout are deleted).
@@ -188,7 +188,10 @@ class _Applier:
         ids = self.result.bucket_ids
         self._tasks_user_id = self.tasks_user(org_id)
         raw = ids[self.layout.raw_bucket]
-        self.result.tokens["writer"] = self.token(org_id, WRITER, [_perm("write", "buckets", org_id, raw)])
+        events = ids[self.layout.events_bucket]
+        self.result.tokens["writer"] = self.token(
+            org_id, WRITER, [_perm("write", "buckets", org_id, raw), _perm("write", "buckets", org_id, events)]
+        )
         read_org = Permission(action="read", resource=PermissionResource(type="orgs", id=org_id))
         self.result.tokens["dashboards"] = self.token(
             org_id,
@@ -197,7 +200,9 @@ class _Applier:
         )
         task_perms = [read_org]
         task_perms += [_perm(a, "tasks", org_id) for a in ("read", "write")]
-        task_perms += [_perm(a, "buckets", org_id, ids[n]) for n in self.layout.buckets() for a in ("read", "write")]
+        task_perms += [
+            _perm(a, "buckets", org_id, ids[n]) for n in self.layout.data_buckets() for a in ("read", "write")
+        ]
         tasks_token = self.token(org_id, TASKS, task_perms, user_id=self._tasks_user_id)
         self.tasks(org_id, tasks_token)
 

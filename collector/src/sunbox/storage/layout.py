@@ -127,6 +127,11 @@ class StorageLayout(Strict):
     #: longest downtime after which every tier still catches up completely
     catchup: Duration = 23 * 3600
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
+    #: the alarm engine's raised, acknowledged and cleared events, written by the writer
+    #: and drawn on History (docs/alarms.md): a few a day, kept as long as the longest tier
+    events_bucket: str = "sunbox_events"
+    events_retention: Duration = 3660 * 86400
+    events_shard_group: Duration = 364 * 86400
     task_prefix: str = "sunbox_downsample"
 
     @model_validator(mode="after")
@@ -144,8 +149,12 @@ class StorageLayout(Strict):
         slowest = max(t.run_every_s for t in self.tiers)
         if slowest + max(t.every for t in self.tiers) > self.catchup:
             raise ValueError("catchup must cover the longest run_every plus the widest tier window")
+        if not _BUCKET.match(self.events_bucket):
+            raise ValueError(f"events_bucket {self.events_bucket!r} is not a valid bucket name")
+        if not 3600 <= self.events_shard_group <= self.events_retention:
+            raise ValueError("events_shard_group must lie between 1h and events_retention")
         names = [t.name for t in self.tiers]
-        buckets = [self.bucket_of(t) for t in self.tiers] + [self.raw_bucket]
+        buckets = [self.bucket_of(t) for t in self.tiers] + [self.raw_bucket, self.events_bucket]
         if len(set(names)) != len(names) or len(set(buckets)) != len(buckets):
             raise ValueError("tiers: names and buckets must be unique")
         return self
@@ -157,18 +166,23 @@ class StorageLayout(Strict):
     def task_name(self, tier: Tier) -> str:
         return f"{self.task_prefix}_{tier.name}"
 
-    def buckets(self) -> dict[str, int]:
-        """Every bucket with its retention in seconds, raw first."""
+    def data_buckets(self) -> dict[str, int]:
+        """The readings' buckets (raw first, then the tiers) with their retentions in s."""
         out = {self.raw_bucket: self.raw_retention}
         for tier in self.tiers:
             out[self.bucket_of(tier)] = tier.retention
         return out
+
+    def buckets(self) -> dict[str, int]:
+        """Every bucket with its retention in seconds: the readings', then the events'."""
+        return {**self.data_buckets(), self.events_bucket: self.events_retention}
 
     def shard_groups(self) -> dict[str, int | None]:
         """Every bucket with its shard group duration in seconds (None: InfluxDB's default)."""
         out: dict[str, int | None] = {self.raw_bucket: self.raw_shard_group}
         for tier in self.tiers:
             out[self.bucket_of(tier)] = tier.shard_group
+        out[self.events_bucket] = self.events_shard_group
         return out
 
 

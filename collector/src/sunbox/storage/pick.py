@@ -45,6 +45,10 @@ RULE: tuple[Step, ...] = (
     Step("sunbox_2h", 7200, None, None, lag_s=7200 + 7200),
 )
 
+#: The alarm engine's events (``StorageLayout.events_bucket`` of the default layout),
+#: drawn as markers on History whatever bucket its series come from.
+EVENTS_BUCKET = "sunbox_events"
+
 
 def pick(start_s: float, stop_s: float, now_s: float) -> Step:
     """The step (bucket and resolution) for a range from ``start_s`` to ``stop_s`` (Unix s)."""

@@ -17,6 +17,9 @@ Pure functions, no I/O. The schema (see ``docs/data-model.md``, "InfluxDB"):
   list items are not written;
 * time: the reading's own ``time_ms`` (UTC milliseconds).
 
+The alarm engine's events (:func:`parse_alarm_event`) go to their own bucket, kept as
+long as the longest tier, as :class:`AlarmPoint`.
+
 Every way a payload can be wrong raises :class:`PayloadError` with a reason for the
 dead-letter topic; nothing partial is ever returned.
 """
@@ -87,6 +90,76 @@ class RawPoint:
             "fields": self.fields,
             "time": self.time_ms,
         }
+
+
+#: The events bucket's measurement: one point per raised, acknowledged or cleared alarm.
+ALARM_MEASUREMENT = "alarm"
+ALARM_EVENTS = frozenset({"raised", "acked", "cleared"})
+SEVERITIES = frozenset({"warning", "alarm"})
+_RULE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmPoint:
+    """One alarm event for the events bucket (``docs/data-model.md``, "InfluxDB"):
+    measurement ``alarm``; tags ``rule``, ``device``, ``severity``, ``event`` (raised,
+    acked or cleared); fields ``text`` and, when known, ``value`` (the quantity when
+    raised); time: the event's own."""
+
+    rule: str
+    device: str
+    severity: str
+    event: str
+    time_ms: int
+    text: str
+    value: float | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The dictionary form accepted by ``influxdb_client`` write APIs (ms precision)."""
+        fields: dict[str, float | str] = {"text": self.text}
+        if self.value is not None:
+            fields["value"] = self.value
+        tags = {"rule": self.rule, "device": self.device, "severity": self.severity, "event": self.event}
+        return {"measurement": ALARM_MEASUREMENT, "tags": tags, "fields": fields, "time": self.time_ms}
+
+
+def parse_alarm_event(payload: bytes, now_ms: int) -> AlarmPoint:
+    """Validate one alarm event as the engine publishes it (``sunbox.alarms.engine.Event``:
+    ``{"what", "time_ms", "alarm": {"rule", "device", "severity", "text", "value", ...}}``).
+
+    Raises:
+        PayloadError: with a reason naming what is wrong.
+    """
+    try:
+        data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise PayloadError("not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"not JSON: {exc.msg} at position {exc.pos}") from None
+    alarm = data.get("alarm") if isinstance(data, dict) else None
+    if not isinstance(alarm, dict):
+        raise PayloadError("not an alarm event (no alarm object)")
+    what = data.get("what")
+    if what not in ALARM_EVENTS:
+        raise PayloadError(f"what must be one of {', '.join(sorted(ALARM_EVENTS))}: {what!r}")
+    time_ms = data.get("time_ms")
+    if isinstance(time_ms, bool) or not isinstance(time_ms, int):
+        raise PayloadError(f"time_ms missing or not an integer: {time_ms!r}")
+    if not MIN_TIME_MS <= time_ms <= now_ms + MAX_FUTURE_MS:
+        raise PayloadError(f"time_ms {time_ms} is before 2015 or more than a day in the future")
+    rule, device, severity, text = (alarm.get(k) for k in ("rule", "device", "severity", "text"))
+    if not isinstance(rule, str) or not _RULE.match(rule):
+        raise PayloadError(f"alarm.rule missing or invalid: {rule!r}")
+    if not isinstance(device, str) or not topics.QUALIFIED_DEVICE_PATTERN.match(device):
+        raise PayloadError(f"alarm.device missing or invalid: {device!r}")
+    if severity not in SEVERITIES:
+        raise PayloadError(f"alarm.severity must be warning or alarm: {severity!r}")
+    if not isinstance(text, str) or len(text) > MAX_STRING:
+        raise PayloadError("alarm.text missing or too long")
+    value = alarm.get("value")
+    if value is not None:
+        value = _number("alarm.value", value)
+    return AlarmPoint(rule, device, str(severity), str(what), time_ms, text, value)
 
 
 def _reject_constant(name: str) -> Any:

@@ -32,11 +32,15 @@ class StoreMqttConfig(BrokerConfig):
 
 
 class InfluxConfig(TokenConfig):
-    """Where the writer writes: the raw bucket, with the writer's write-only token."""
+    """Where the writer writes: the raw bucket and the alarm events' bucket, with the
+    writer's write-only token."""
 
     url: str = "http://localhost:8086"
     org: str = "sunbox"
     bucket: str = "sunbox_raw"
+    #: where the alarm engine's events (``<prefix>/_alarms/events``) are stored; None:
+    #: not subscribed, not stored
+    events_bucket: str | None = "sunbox_events"
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
 
 

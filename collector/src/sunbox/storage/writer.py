@@ -9,6 +9,8 @@ Delivery contract:
   acknowledges a message (paho's ``manual_ack``) only after InfluxDB accepted its point
   or the message was dead-lettered. While InfluxDB or the writer is down the broker keeps
   the backlog; it is delivered in order when both are back.
+* The alarm engine's events (``<prefix>/_alarms/events``, :mod:`sunbox.alarms.service`)
+  are stored the same way, in ``influx.events_bucket`` (:class:`~.points.AlarmPoint`).
 * Points carry the reading's own ``time_ms``. Writing the same reading twice (after a
   redelivery) writes the same point, which InfluxDB stores once.
 * Messages are written in batches (``batch_size`` points or ``batch_delay_s``).
@@ -53,13 +55,15 @@ from urllib3.exceptions import HTTPError
 from sunbox import topics
 from sunbox.model import now_ms
 
-from .points import PayloadError, RawPoint, parse_message
+from .points import AlarmPoint, PayloadError, RawPoint, parse_alarm_event, parse_message
 from .store_config import StoreConfig
 
 LOG = logging.getLogger(__name__)
 
 #: HTTP statuses that mean "these points are refused", not "try again later"
 REFUSED = frozenset({400, 422})
+
+Point = RawPoint | AlarmPoint
 
 
 @dataclass(slots=True)
@@ -99,6 +103,9 @@ class Store:
         self._stopping = threading.Event()
         prefix = config.mqtt.topic_prefix
         self._topics = [(t, 1) for t in topics.subscriptions(prefix, ("state", "health"))]
+        self._events_topic = topics.alarm_events_topic(prefix) if config.influx.events_bucket else None
+        if self._events_topic:
+            self._topics.append((self._events_topic, 1))
         self._influx = InfluxDBClient(
             url=config.influx.url,
             token=config.influx.resolved_token(),
@@ -241,11 +248,14 @@ class Store:
     def process(self, batch: list[Incoming]) -> bool:
         """Validate, write and acknowledge one batch. False if stopped before it was written."""
         now = now_ms()
-        good: list[tuple[Incoming, RawPoint]] = []
+        good: list[tuple[Incoming, Point]] = []
         bad: list[tuple[Incoming, str]] = []
         for item in batch:
             try:
-                good.append((item, parse_message(item.topic, item.payload, now, self.config.mqtt.topic_prefix)))
+                if item.topic == self._events_topic:
+                    good.append((item, parse_alarm_event(item.payload, now)))
+                else:
+                    good.append((item, parse_message(item.topic, item.payload, now, self.config.mqtt.topic_prefix)))
             except PayloadError as exc:
                 bad.append((item, str(exc)))
         refused = self._write_all(good)
@@ -262,29 +272,45 @@ class Store:
         self.stats.written += len(good) - len(refused)
         return True
 
-    def _write(self, records: list[dict[str, Any]]) -> None:
+    def _write(self, bucket: str, records: list[dict[str, Any]]) -> None:
         self._write_api.write(
-            bucket=self.config.influx.bucket,
+            bucket=bucket,
             org=self.config.influx.org,
             record=records,
             write_precision=WritePrecision.MS,
         )
 
-    def _write_all(self, good: list[tuple[Incoming, RawPoint]]) -> list[tuple[Incoming, str]] | None:
-        """Write every point; returns the refused ones with reasons, or None if stopping."""
-        if not good:
-            return []
+    def _bucket(self, point: Point) -> str:
+        if isinstance(point, AlarmPoint):
+            return self.config.influx.events_bucket or ""  # only parsed when it is set
+        return self.config.influx.bucket
+
+    def _write_all(self, good: list[tuple[Incoming, Point]]) -> list[tuple[Incoming, str]] | None:
+        """Write every point, bucket by bucket; returns the refused ones with reasons, or
+        None if stopping."""
+        groups: dict[str, list[tuple[Incoming, Point]]] = {}
+        for item, point in good:
+            groups.setdefault(self._bucket(point), []).append((item, point))
+        refused: list[tuple[Incoming, str]] = []
+        for bucket, group in groups.items():
+            out = self._write_group(bucket, group)
+            if out is None:
+                return None
+            refused += out
+        return refused
+
+    def _write_group(self, bucket: str, good: list[tuple[Incoming, Point]]) -> list[tuple[Incoming, str]] | None:
         records = [point.to_record() for _, point in good]
         delay = self.config.retry_initial_s
         while True:
             self.last_beat = time.monotonic()
             try:
-                self._write(records)
+                self._write(bucket, records)
                 self.stats.last_write_ms = now_ms()
                 return []
             except ApiException as exc:
                 if exc.status in REFUSED:
-                    return self._write_one_by_one(good)
+                    return self._write_one_by_one(bucket, good)
                 self._write_failed(f"HTTP {exc.status} {exc.reason}: {_body(exc)}")
             except (HTTPError, OSError) as exc:  # connection refused, timeouts: InfluxDB away
                 self._write_failed(f"{type(exc).__name__}: {exc}")
@@ -296,14 +322,14 @@ class Store:
         self.stats.write_failures += 1
         LOG.warning("InfluxDB write failed (%s); retrying, nothing is acknowledged meanwhile", reason)
 
-    def _write_one_by_one(self, good: list[tuple[Incoming, RawPoint]]) -> list[tuple[Incoming, str]] | None:
+    def _write_one_by_one(self, bucket: str, good: list[tuple[Incoming, Point]]) -> list[tuple[Incoming, str]] | None:
         refused: list[tuple[Incoming, str]] = []
         for item, point in good:
             delay = self.config.retry_initial_s
             while True:
                 self.last_beat = time.monotonic()
                 try:
-                    self._write([point.to_record()])
+                    self._write(bucket, [point.to_record()])
                     break
                 except ApiException as exc:
                     if exc.status in REFUSED:

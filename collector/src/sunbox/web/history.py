@@ -19,6 +19,10 @@ period. A
 window whose power changes sign inside it counts only its net mean: the figures are a
 slight under-estimate of both charge and discharge, never a double count.
 
+Alarm markers (:meth:`History.alarm_events`): the alarm engine's raised, acknowledged
+and cleared events in the chart's range (the events bucket, :data:`sunbox.storage.pick.EVENTS_BUCKET`),
+the newest :data:`MAX_EVENTS`; the chart draws each at its time.
+
 Queries go to InfluxDB's HTTP API (``POST /api/v2/query``, CSV without annotations)
 through aiohttp, which the display already runs on, rather than through
 ``influxdb-client``: that library's generated API models cost the display about 20 MB
@@ -30,6 +34,7 @@ from __future__ import annotations
 import calendar
 import csv
 import io
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -43,6 +48,8 @@ from sunbox.storage import pick
 from sunbox.topics import QUALIFIED_DEVICE_PATTERN
 
 from .config import WebInfluxConfig
+
+LOG = logging.getLogger(__name__)
 
 
 class HistoryError(ValueError):
@@ -179,6 +186,23 @@ positive = data |> map(fn: (r) => ({{r with _value: if r._value > 0.0 then r._va
 negative = data |> map(fn: (r) => ({{r with _value: if r._value < 0.0 then -r._value * {hours} else 0.0}}))
     |> aggregateWindow(every: {every}, fn: sum, createEmpty: false) |> set(key: "_field", value: "out")
 union(tables: [positive, negative]) |> keep(columns: ["_start", "_time", "_value", "_field", "_measurement"])
+"""
+
+
+#: Most alarm events a History answer carries (the newest in the range).
+MAX_EVENTS = 200
+
+
+def events_flux(start_s: float, stop_s: float, device: str | None) -> str:
+    """The alarm events in a range, newest first (pure; ``device`` already checked)."""
+    device_test = f' and r.device == "{device}"' if device else ""
+    return f"""from(bucket: "{pick.EVENTS_BUCKET}")
+    |> range(start: {_time(start_s)}, stop: {_time(stop_s + 1)})
+    |> filter(fn: (r) => r._measurement == "alarm" and r._field == "text"{device_test})
+    |> group()
+    |> sort(columns: ["_time"], desc: true)
+    |> limit(n: {MAX_EVENTS})
+    |> keep(columns: ["_time", "_value", "rule", "device", "severity", "event"])
 """
 
 
@@ -359,6 +383,7 @@ class History:
             )
         return {
             "quantity": name,
+            "alarms": await self.alarm_events(start_s, stop_s, device),
             "label": quantity.label,
             "unit": quantity.unit,
             "bucket": step.bucket,
@@ -368,6 +393,30 @@ class History:
             "stop": stop_s,
             "series": series,
         }
+
+    async def alarm_events(self, start_s: float, stop_s: float, device: str | None) -> list[dict[str, Any]] | None:
+        """The alarm events in the range, oldest first: ``{"t": Unix s, "event": raised |
+        acked | cleared, "rule", "device", "severity", "text"}``; None when they could not
+        be read (the chart is drawn without its markers; an install whose play has not yet
+        created the events bucket)."""
+        try:
+            rows = await self._query(events_flux(start_s, stop_s, device))
+        except StorageUnavailable as exc:
+            LOG.warning("alarm events not read: %s", exc)
+            return None
+        out = [
+            {
+                "t": _stamp(row["_time"]),
+                "event": row.get("event", ""),
+                "rule": row.get("rule", ""),
+                "device": row.get("device", ""),
+                "severity": row.get("severity", ""),
+                "text": row.get("_value", ""),
+            }
+            for row in rows
+            if row.get("_time")
+        ]
+        return sorted(out, key=lambda e: e["t"])
 
     async def gaps(self, now_s: float) -> dict[str, int]:
         """Device id -> 10-minute windows of the last 24 h without a reading (0 = none missing).

@@ -4,7 +4,9 @@ Shared by the dashboards' tests (``grafana/tests``) and the display's
 (``collector/tests/test_web*.py``): the default layout is applied (org ``sunbox``), three
 devices (``bat1``, ``bat2`` batteries and ``mppt`` charger, from the captured JBD and
 LiTime frames) get one raw reading a minute for 23 h, and every tier gets windows back
-to its retention (at most 10 years) with mean, ``_min`` and ``_max`` fields.
+to its retention (at most 10 years) with mean, ``_min`` and ``_max`` fields. The alarm
+events' bucket gets :data:`ALARM_EVENTS`: a low SOC on ``bat1`` raised, acknowledged and
+cleared 3 h ago, and one raised and cleared a year ago.
 """
 
 from __future__ import annotations
@@ -21,13 +23,31 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from sunbox.model import Health
 from sunbox.protocols import jbd, litime
 from sunbox.storage import influx_setup, layout
-from sunbox.storage.points import is_measured, parse_message
+from sunbox.storage.points import is_measured, parse_alarm_event, parse_message
 
 from .servers import InfluxDB
 
 FIXTURES = Path(__file__).resolve().parents[4] / "collector" / "tests" / "fixtures" / "devices.json"
 DAY = 86_400
 DEVICES = [("bat1", "battery"), ("bat2", "battery"), ("mppt", "charger")]
+#: (what, seconds before the seed) of the seeded alarm events, all of soc-low on bat1
+ALARM_EVENTS = [
+    ("raised", 3 * 3600),
+    ("acked", 3 * 3600 - 300),
+    ("cleared", 2 * 3600),
+    ("raised", 365 * DAY),
+    ("cleared", 365 * DAY - 3600),
+]
+
+
+def alarm_events(now_ms: int) -> list[dict[str, Any]]:
+    """:data:`ALARM_EVENTS` as the engine would publish them, validated as the writer does."""
+    out = []
+    for what, ago in ALARM_EVENTS:
+        alarm = {"rule": "soc-low", "device": "bat1", "severity": "warning", "text": "SOC below 20 %", "value": 19.5}
+        body = json.dumps({"what": what, "time_ms": now_ms - ago * 1000, "alarm": alarm}).encode()
+        out.append(parse_alarm_event(body, now_ms).to_record())
+    return out
 
 
 def samples() -> dict[str, dict[str, Any]]:
@@ -104,4 +124,5 @@ def seed_history(influxdb: InfluxDB) -> str:
         api.write("sunbox_raw", record=raw, write_precision=WritePrecision.MS)
         for bucket, points in tiers.items():
             api.write(bucket, record=points, write_precision=WritePrecision.MS)
+        api.write(default.events_bucket, record=alarm_events(now_ms), write_precision=WritePrecision.MS)
     return str(result.tokens["dashboards"])
