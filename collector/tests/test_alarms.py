@@ -111,6 +111,19 @@ def test_the_default_rules_on_a_pack_with_a_dead_cell_and_a_protection() -> None
     assert [a.id for a in engine.active()] == ["bms-protection/battery"]
 
 
+def test_a_switch_turned_off_in_the_bms_is_raised_after_its_delay_until_it_is_on_again() -> None:
+    engine = Engine([r for r in DEFAULT_RULES if r.id in ("discharge-off", "charge-off")], T0)
+    on = {"charge_fet_on": True, "discharge_fet_on": True}
+    series = [on] * 2 + [{**on, "discharge_fet_on": False}] * 8 + [on]  # off from 10 s to 45 s
+    events = feed(engine, "pack", "battery", series)
+    assert whats(events) == [("raised", "discharge-off/pack", 40), ("cleared", "discharge-off/pack", 50)]
+    assert events[0].alarm.severity == "alarm" and events[0].alarm.value == 0.0
+    # charging off is a warning only once it lasted its 5 minutes (readings at 0 ... 305 s)
+    fresh = Engine([r for r in DEFAULT_RULES if r.id == "charge-off"], T0)
+    events = feed(fresh, "pack", "battery", [{**on, "charge_fet_on": False}] * 62)
+    assert whats(events) == [("raised", "charge-off/pack", 300)] and events[0].alarm.severity == "warning"
+
+
 def test_a_device_gone_silent_is_stale_until_its_next_reading() -> None:
     stale = rule(id="offline", stale_for_s=600)
     engine = Engine([stale], T0, expected={"mppt": None, "never": None})

@@ -174,6 +174,10 @@ DEFAULT_RULES: tuple[Rule, ...] = (
           text="charging below 0 °C"),
     _rule(id="bms-protection", quantity="protection_bits", above=0, kinds=["battery", "bank"], severity="alarm",
           text="BMS protection active"),
+    _rule(id="discharge-off", quantity="discharge_fet_on", below=1, for_s=30, kinds=["battery"], severity="alarm",
+          text="discharging switched off in the BMS: no power to the loads"),
+    _rule(id="charge-off", quantity="charge_fet_on", below=1, for_s=300, kinds=["battery"],
+          text="charging switched off in the BMS"),
     _rule(id="offline", stale_for_s=600, text="no reading for 10 min"),
     # the appliance itself (sunbox.alarms.system): what stops the readings or the history
     _rule(id="collector-down", quantity="collector_online", below=1, for_s=120, severity="alarm",
