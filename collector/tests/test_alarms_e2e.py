@@ -221,6 +221,7 @@ async def test_the_appliance_going_wrong_is_notified_even_with_the_broker_down(t
             {"id": "influx-gone", "quantity": "storage_up", "below": 1, **quick},
             {"id": "broker-gone", "quantity": "broker_connected", "below": 1, **quick},
             {"id": "card-ro", "quantity": "disk_writable", "below": 1, **quick},
+            {"id": "house-empty", "quantity": "soc", "below": 5, "device": "house", "severity": "alarm"},
         ],
         "system": {"influx_url": f"http://127.0.0.1:{free_port()}", "disk_path": str(tmp_path), "check_s": 1},
         "notify": {"urls_file": str(urls), "digest_s": 0, "retry_first_s": 0.5, "retry_max_s": 1},
@@ -245,6 +246,11 @@ async def test_the_appliance_going_wrong_is_notified_even_with_the_broker_down(t
                 # for_s 1 and a look every second (system.check_s): the rest is the service's own
                 print(f"collector's last will -> notification at the receiver: {time.monotonic() - started:.2f} s")
                 assert any("sunbox: Collector running below 1" in line for line in lines()), lines()
+                # a reading that crosses a threshold with no delay: the engine, the outbox, Apprise
+                started = time.monotonic()
+                client.publish("sunbox/house/state", reading("house", 3.0, int(time.time() * 1000)), qos=1)
+                await wait_until(lambda: any("house: State of charge below 5" in line for line in lines()), 30)
+                print(f"a reading below the threshold -> notification at the receiver: {time.monotonic() - started:.2f} s")
                 client.loop_stop()
                 client.disconnect()
                 broker.stop()
@@ -253,6 +259,7 @@ async def test_the_appliance_going_wrong_is_notified_even_with_the_broker_down(t
                 assert sorted(a["id"] for a in state["active"]) == [
                     "broker-gone/sunbox",
                     "collector-gone/sunbox",
+                    "house-empty/house",
                     "influx-gone/sunbox",
                 ], state  # the card (tmp_path's filesystem) is writable: no alarm
     finally:
