@@ -250,7 +250,9 @@ async def test_the_appliance_going_wrong_is_notified_even_with_the_broker_down(t
                 started = time.monotonic()
                 client.publish("sunbox/house/state", reading("house", 3.0, int(time.time() * 1000)), qos=1)
                 await wait_until(lambda: any("house: State of charge below 5" in line for line in lines()), 30)
-                print(f"a reading below the threshold -> notification at the receiver: {time.monotonic() - started:.2f} s")
+                print(
+                    f"a reading below the threshold -> notification at the receiver: {time.monotonic() - started:.2f} s"
+                )
                 client.loop_stop()
                 client.disconnect()
                 broker.stop()

@@ -130,7 +130,7 @@ def test_history_units_and_the_displays_buttons_come_from_the_table() -> None:
     buttons = re.search(r"const QUANTITIES = \[(.*?)\];", main_js, re.S)
     assert buttons is not None
     keys = set(re.findall(r'\["([a-z_]+)",', buttons.group(1)))
-    assert keys - {"energy_days", "energy_months"} <= set(history.QUANTITIES)
+    assert keys - {"energy"} <= set(history.QUANTITIES)
 
 
 def test_the_display_and_grafana_name_the_protection_bits_alike() -> None:

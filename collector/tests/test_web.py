@@ -250,13 +250,60 @@ def test_each_range_button_reads_the_bucket_the_shared_rule_names() -> None:
     ]
 
 
-def test_daily_and_monthly_energy_come_from_the_tiers(web: WebServer) -> None:
-    days = requests.get(f"{web.url}/api/energy?period=days", timeout=60).json()
-    assert 28 <= len(days["rows"]) <= 31
-    assert all(r["solar"] > 0 and r["charged"] >= 0 and r["discharged"] >= 0 for r in days["rows"])
-    months = requests.get(f"{web.url}/api/energy?period=months", timeout=60).json()
-    assert 12 <= len(months["rows"]) <= 13
-    assert requests.get(f"{web.url}/api/energy?period=weeks", timeout=5).status_code == 400
+def test_energy_comes_from_the_stored_hours_with_gaps_as_gaps(web: WebServer) -> None:
+    """Issue 31: the energy views read the hourly energy bucket (seeded as the energy task
+    writes it, sunbox_stack.seed.energy_points), the newest hours from raw; every period is
+    in the answer, a day without readings as a gap (null), a half-covered day as partial."""
+    if time.localtime().tm_gmtoff != 0:
+        pytest.skip("the seeded days are UTC days")
+    days = requests.get(f"{web.url}/api/energy?range=30d", timeout=60).json()
+    assert days["every"] == "1d" and days["bucket"] == "sunbox_energy" and len(days["rows"]) == 30
+    by_start = {r["start"]: r for r in days["rows"]}
+    last = int(time.time()) // 3600 * 3600 - 3600
+    day = lambda ago: by_start[(last // 86400 - ago) * 86400]  # noqa: E731
+    assert day(10) == {"start": (last // 86400 - 10) * 86400, "charged": 6000.0, "discharged": 5600.0,
+                       "solar": 4000.0, "load": 3600.0, "coverage": 1.0, "partial": False}  # fmt: skip
+    gap = day(seed.ENERGY_GAP_DAY)
+    assert gap["charged"] is None and gap["solar"] is None and gap["load"] is None and gap["coverage"] == 0
+    half = day(seed.ENERGY_HALF_DAY)
+    assert half["partial"] and half["coverage"] == 0.5 and half["charged"] == 2 * 300 * 4, half
+    assert days["rows"][-1]["start"] == (int(time.time()) // 86400) * 86400, "today is the last day"
+    assert days["raw_from"] is not None, "the hours the task has not reached come from raw"
+    assert requests.get(f"{web.url}/api/energy?period=days", timeout=60).json()["rows"] == days["rows"]
+    hours = requests.get(f"{web.url}/api/energy?range=24h", timeout=60).json()
+    assert hours["every"] == "1h" and len(hours["rows"]) == 24
+    months = requests.get(f"{web.url}/api/energy?range=1y", timeout=60).json()
+    assert months["every"] == "1mo" and len(months["rows"]) == 12
+    started = time.monotonic()
+    years = requests.get(f"{web.url}/api/energy?range=10y", timeout=60).json()
+    took = time.monotonic() - started
+    assert years["every"] == "1y" and len(years["rows"]) == 10
+    assert all(r["charged"] and r["charged"] > 0 for r in years["rows"]), years["rows"]
+    print(f"10-year energy request (10 years of seeded energy, 3 devices): {took * 1000:.0f} ms")
+    for bad in ("range=weeks", "range=1h", "period=weeks"):
+        assert requests.get(f"{web.url}/api/energy?{bad}", timeout=5).status_code == 400, bad
+
+
+def test_the_energy_view_draws_gaps_as_gaps_and_partial_days_dimmed(web: WebServer, browser: Any) -> None:
+    """History's kWh at 800x480: per day over 30 days, the seeded day without readings as
+    a dashed outline (not a zero bar), the half-covered day dimmed; per year over 10."""
+    set_viewport(browser, 800, 480)
+    open_page(browser, web, "history")
+    browser.find_element("css selector", '[data-quantity="energy"]').click()
+    browser.find_element("css selector", '[data-range="30d"]').click()
+    wait_for(lambda: browser.find_elements("css selector", "#chart svg rect"), what="the energy bars")
+    assert browser.find_element("css selector", '[data-range="1h"]').get_attribute("disabled") is not None
+    assert len(browser.find_elements("css selector", "#chart .energy-gap")) == 1
+    assert len(browser.find_elements("css selector", "#chart rect.partial")) == 4, "the half day's four bars"
+    text = page_text(browser)
+    assert "kWh per day" in text and "1 without readings" in text and "1 partial" in text, text
+    size = browser.execute_script("return [document.documentElement.scrollHeight, innerHeight]")
+    assert size[0] <= size[1], f"History scrolls at 800x480: {size}"
+    shoot(browser, "history-energy-800x480")
+    browser.find_element("css selector", '[data-range="10y"]').click()
+    wait_for(lambda: "kWh per year" in page_text(browser), what="the yearly bars")
+    assert not browser.find_elements("css selector", "#chart .energy-gap")
+    assert console_errors(browser) == []
 
 
 def test_gaps_count_the_windows_without_a_reading(web: WebServer) -> None:
@@ -652,29 +699,43 @@ def test_now_shows_each_bank_as_one_battery_with_its_packs_beneath(
 
 
 def test_energy_counts_a_bank_once_and_not_its_packs(web: WebServer, influxdb: InfluxDB, publisher: Publisher) -> None:
-    """A bank of two packs charging 1 kW for an hour: the days' energy grows by 1 kWh,
-    where counting the bank and its packs would add 2 kWh (issue 31)."""
+    """A bank of two packs charging 1 kW for an hour, stored as the energy task stores it:
+    the days' energy grows by 1 kWh, where counting the bank and its packs would add
+    2 kWh; and the same through the hours counted from raw (issue 31)."""
     from influxdb_client import InfluxDBClient, WritePrecision
     from influxdb_client.client.write_api import SYNCHRONOUS
 
-    def charged() -> float:
-        body = requests.get(f"{web.url}/api/energy?period=days", timeout=60).json()
-        return sum(r.get("charged", 0.0) for r in body["rows"]), body["bucket"], body["window_s"]
+    def energy() -> dict[str, Any]:
+        return requests.get(f"{web.url}/api/energy?range=30d", timeout=60).json()
 
-    before, bucket, window_s = charged()
+    def charged(body: dict[str, Any]) -> float:
+        return sum(r["charged"] or 0.0 for r in body["rows"])
+
+    before = energy()
     publisher.reading("bk", "bank", {"power": 1000.0, "packs": "p1,p2", "meter": None, "packs_fresh": 2})
     wait_for(lambda: "bk" in {d["device_id"] for d in web.state()["devices"]}, what="the bank on the display")
-    now_s = int(time.time()) // window_s * window_s
-    stamps = [now_s - 3 * 3600 + i * window_s for i in range(3600 // window_s)]
-    points = [
+    hour = (int(time.time()) // 3600 - 3) * 3600
+    stored = [
+        {"measurement": m, "tags": {"device": d, "kind": m}, "fields": {"in_wh": w, "out_wh": 0.0, "covered_s": 3600.0},
+         "time": hour * 1000}
+        for m, d, w in (("bank", "bk", 1000.0), ("battery", "p1", 600.0), ("battery", "p2", 400.0))
+    ]  # fmt: skip
+    # ... and readings 30 s apart since the stored hours end (raw_from), up to now
+    start = int(before["raw_from"]) + 5
+    stamps = list(range(start, int(time.time()), 30))
+    raw = [
         {"measurement": m, "tags": {"device": d, "kind": m}, "fields": {"power": w}, "time": t * 1000}
         for t in stamps
         for m, d, w in (("bank", "bk", 1000.0), ("battery", "p1", 600.0), ("battery", "p2", 400.0))
     ]
     with InfluxDBClient(url=influxdb.url, token=influxdb.token, org="sunbox") as client:
-        client.write_api(write_options=SYNCHRONOUS).write(bucket, record=points, write_precision=WritePrecision.MS)
-    after, _, _ = charged()
-    assert after - before == pytest.approx(1000.0, abs=1.0), (before, after)
+        api = client.write_api(write_options=SYNCHRONOUS)
+        api.write("sunbox_energy", record=stored, write_precision=WritePrecision.MS)
+        if raw:
+            api.write("sunbox_raw", record=raw, write_precision=WritePrecision.MS)
+    after = energy()
+    tail = 1000.0 * max(0, len(stamps) - 1) * 30 / 3600  # the first reading has no interval before it
+    assert charged(after) - charged(before) == pytest.approx(1000.0 + tail, abs=1.0), (before, after, tail)
 
 
 # --- alarms (issue 32) ----------------------------------------------------------------------

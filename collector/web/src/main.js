@@ -440,17 +440,20 @@ const QUANTITIES = [
   ["solar_power", "Solar W"],
   ["voltage", "Volts"],
   ["cell_delta", "Cell Δ"],
-  ["energy_days", "kWh/day"],
-  ["energy_months", "kWh/month"],
+  ["energy", "kWh"],
 ];
 const RANGES = ["1h", "24h", "7d", "30d", "1y", "10y"];
+// kWh per hour over 24 h, per day over 7 or 30 days, per month over a year, per year over 10
+const ENERGY_RANGES = ["24h", "7d", "30d", "1y", "10y"];
 const COLORS = ["#4ca3ff", "#f5b700", "#4cc38a", "#c77dff", "#ff8b3d", "#e5484d"];
 
 function historyPage() {
   const h = app.history;
-  const energy = h.quantity.startsWith("energy");
+  const energy = h.quantity === "energy";
+  const pressed = (r) => !h.zoom && (energy ? energyRange() : h.range) === r;
+  const usable = (r) => !energy || ENERGY_RANGES.includes(r);
   return `<div class="hist">
-    <div class="row" role="group" aria-label="Range">${RANGES.map((r) => `<button data-range="${r}" aria-pressed="${!energy && !h.zoom && h.range === r}" ${energy ? "disabled" : ""}>${r}</button>`).join("")}
+    <div class="row" role="group" aria-label="Range">${RANGES.map((r) => `<button data-range="${r}" aria-pressed="${pressed(r)}" ${usable(r) ? "" : "disabled"}>${r}</button>`).join("")}
       ${h.zoom ? `<button data-unzoom>Reset zoom</button>` : ""}</div>
     <div class="row" role="group" aria-label="Quantity">${QUANTITIES.map(([q, label]) => `<button data-quantity="${q}" aria-pressed="${h.quantity === q}">${esc(label)}</button>`).join("")}</div>
     <div class="chart" id="chart"><div class="notice">loading…</div></div></div>`;
@@ -462,7 +465,7 @@ async function loadHistory() {
   const el = document.getElementById("chart");
   if (!el) return;
   let url;
-  if (h.quantity.startsWith("energy")) url = `/api/energy?period=${h.quantity === "energy_days" ? "days" : "months"}`;
+  if (h.quantity === "energy") url = `/api/energy?range=${energyRange()}`;
   else if (h.zoom) url = `/api/history?quantity=${h.quantity}&start=${h.zoom[0]}&stop=${h.zoom[1]}`;
   else url = `/api/history?quantity=${h.quantity}&range=${h.range}`;
   let body;
@@ -480,7 +483,7 @@ async function loadHistory() {
   if (h.chart) h.chart.destroy();
   h.chart = null;
   el.innerHTML = "";
-  if (h.quantity.startsWith("energy")) return energyChart(el, body);
+  if (h.quantity === "energy") return energyChart(el, body);
   if (!body.series.length) {
     el.innerHTML = `<div class="notice">No data in this range.</div>`;
     return;
@@ -560,10 +563,23 @@ function alarmMarks(u, alarms) {
   }
 }
 
+// The energy view's range: the chosen one, or 30 days when it has none (1 h)
+function energyRange() {
+  return ENERGY_RANGES.includes(app.history.range) ? app.history.range : "30d";
+}
+
+const ENERGY_LABELS = {
+  "1h": { hour: "2-digit" },
+  "1d": { day: "numeric", month: "short" },
+  "1mo": { month: "short", year: "2-digit" },
+  "1y": { year: "numeric" },
+};
+const ENERGY_UNITS = { "1h": "hour", "1d": "day", "1mo": "month", "1y": "year" };
+
 function energyChart(el, body) {
   const rows = body.rows;
-  if (!rows.length) {
-    el.innerHTML = `<div class="notice">No energy data yet: the tiers fill as time passes.</div>`;
+  if (!rows.some((r) => r.charged !== null || r.solar !== null)) {
+    el.innerHTML = `<div class="notice">No energy counted in this range yet.</div>`;
     return;
   }
   const keys = [
@@ -575,28 +591,43 @@ function energyChart(el, body) {
   const max = Math.max(1, ...rows.flatMap((r) => keys.map(([k]) => r[k] || 0)));
   const rect = el.getBoundingClientRect();
   const w = Math.max(300, rect.width - 16);
-  const hgt = Math.max(160, rect.height - 60);
+  const gaps = rows.filter((r) => r.charged === null && r.solar === null).length;
+  const partial = rows.filter((r) => r.partial).length;
+  const notes = [gaps ? `${gaps} without readings` : "", partial ? `${partial} partial` : ""].filter(Boolean).join(" · ");
+  // the legend first: at 800x480 it takes two lines, and the bars get what is left
+  const legend = document.createElement("div");
+  legend.className = "row legend";
+  legend.innerHTML = `${keys.map(([k, name]) => `<span><span class="key ${k}">■</span> ${name}</span>`).join(" ")}
+      <span class="muted">kWh per ${ENERGY_UNITS[body.every] || "day"} · max ${(max / 1000).toFixed(2)}${notes ? " · " + esc(notes) : ""}</span>`;
+  el.replaceChildren(legend);
+  const hgt = Math.max(120, rect.height - legend.getBoundingClientRect().height - 36);
   const slot = w / rows.length;
   const bar = Math.max(2, (slot * 0.8) / keys.length);
-  const label = (t) => new Date(t * 1000).toLocaleDateString([], body.period === "days" ? { day: "numeric", month: "short" } : { month: "short", year: "2-digit" });
+  const label = (t) => new Date(t * 1000).toLocaleString([], ENERGY_LABELS[body.every] || ENERGY_LABELS["1d"]);
   const bars = rows
-    .map((r, i) =>
-      keys
+    .map((r, i) => {
+      const x0 = i * slot + slot * 0.1;
+      // no reading at all: a gap, drawn as one, never as zero energy
+      if (r.charged === null && r.solar === null) {
+        return `<rect class="energy-gap" x="${x0.toFixed(1)}" y="${(hgt - 24).toFixed(1)}" width="${(slot * 0.8).toFixed(1)}" height="24"><title>${esc(label(r.start))}: no readings</title></rect>`;
+      }
+      const note = r.partial ? ` (partial: readings cover ${Math.round(r.coverage * 100)} %)` : "";
+      return keys
         .map(([k, , color], j) => {
           const v = r[k] || 0;
           const bh = (v / max) * (hgt - 20);
-          return `<rect x="${(i * slot + slot * 0.1 + j * bar).toFixed(1)}" y="${(hgt - bh).toFixed(1)}" width="${(bar - 1).toFixed(1)}" height="${bh.toFixed(1)}" fill="${color}"><title>${esc(label(r.start))} ${k}: ${(v / 1000).toFixed(2)} kWh</title></rect>`;
+          return `<rect x="${(x0 + j * bar).toFixed(1)}" y="${(hgt - bh).toFixed(1)}" width="${(bar - 1).toFixed(1)}" height="${bh.toFixed(1)}" fill="${color}"${r.partial ? ' fill-opacity="0.45" class="partial"' : ""}><title>${esc(label(r.start))} ${k}: ${r[k] === null ? "unknown" : (v / 1000).toFixed(2) + " kWh"}${note}</title></rect>`;
         })
-        .join(""),
-    )
+        .join("");
+    })
     .join("");
   const step = Math.ceil(rows.length / 8);
   const ticks = rows
-    .map((r, i) => (i % step === 0 ? `<text x="${(i * slot + slot / 2).toFixed(1)}" y="${hgt + 16}" fill="#9aa7b4" font-size="13" text-anchor="middle">${esc(label(r.start))}</text>` : ""))
+    // the first label starts at the left edge, so it is not cut off
+    .map((r, i) => (i % step === 0 ? `<text x="${(i ? i * slot + slot / 2 : 2).toFixed(1)}" y="${hgt + 16}" fill="#9aa7b4" font-size="13" text-anchor="${i ? "middle" : "start"}">${esc(label(r.start))}</text>` : ""))
     .join("");
-  el.innerHTML = `<div class="row legend">${keys.map(([k, name]) => `<span><span class="key ${k}">■</span> ${name}</span>`).join(" ")}
-      <span class="muted">max ${(max / 1000).toFixed(2)} kWh · from ${esc(body.bucket.replace("sunbox_", ""))} windows</span></div>
-    <svg width="${w}" height="${hgt + 22}" role="img" aria-label="Energy per ${body.period === "days" ? "day" : "month"}">${bars}${ticks}</svg>`;
+  el.innerHTML = `<svg width="${w}" height="${hgt + 22}" role="img" aria-label="Energy per ${ENERGY_UNITS[body.every] || "day"}">${bars}${ticks}</svg>`;
+  el.prepend(legend);
 }
 
 // --- routing and rendering -------------------------------------------------------------

@@ -11,8 +11,9 @@ What it converges, with an operator token (influxdb-client's management APIs):
   ``sunbox dashboards`` (read every Sunbox bucket, and the org, which Flux needs to find the org by name), ``sunbox
   tasks`` (the tasks user: read and write the raw and tier buckets, read and write tasks,
   read the org);
-* one task per tier, rendered from ``influx_tasks/downsample.flux``, created or updated
-  (and tasks with the Sunbox prefix that are no longer in the layout are deleted).
+* one task per tier, rendered from ``influx_tasks/downsample.flux``, and the hourly
+  energy task (:mod:`sunbox.storage.energy`), created or updated (and tasks with the
+  tiers' prefix that are no longer in the layout are deleted).
 
 On task identity: InfluxDB 2.7 runs a task with the permissions its *owner* derives
 from user-resource mappings (``task/backend/executor/executor.go`` calls
@@ -157,10 +158,12 @@ class _Applier:
             api = as_tasks.tasks_api()
             existing = {t.name: t for t in api.find_tasks(org_id=org_id) or []}
             wanted: set[str] = set()
-            for tier in self.layout.tiers:
-                name = self.layout.task_name(tier)
+            scripts = [
+                (self.layout.task_name(t), render_task(self.layout, t, self.template)) for t in self.layout.tiers
+            ]
+            scripts.append((self.layout.energy_task, self.layout.energy_task_flux()))
+            for name, flux in scripts:
                 wanted.add(name)
-                flux = render_task(self.layout, tier, self.template)
                 task = existing.get(name)
                 if task is None:
                     task = api.create_task(
@@ -201,7 +204,7 @@ class _Applier:
         task_perms = [read_org]
         task_perms += [_perm(a, "tasks", org_id) for a in ("read", "write")]
         task_perms += [
-            _perm(a, "buckets", org_id, ids[n]) for n in self.layout.data_buckets() for a in ("read", "write")
+            _perm(a, "buckets", org_id, ids[n]) for n in self.layout.task_buckets() for a in ("read", "write")
         ]
         tasks_token = self.token(org_id, TASKS, task_perms, user_id=self._tasks_user_id)
         self.tasks(org_id, tasks_token)

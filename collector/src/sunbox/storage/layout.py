@@ -132,6 +132,13 @@ class StorageLayout(Strict):
     events_bucket: str = "sunbox_events"
     events_retention: Duration = 3660 * 86400
     events_shard_group: Duration = 364 * 86400
+    #: energy per device and hour (:mod:`sunbox.storage.energy`), kept like the longest tier
+    energy_bucket: str = "sunbox_energy"
+    energy_retention: Duration = 3660 * 86400
+    energy_shard_group: Duration = 364 * 86400
+    energy_task: str = "sunbox_energy"
+    #: a longer interval between two readings of a device is a gap: no energy, not covered
+    energy_max_gap: Duration = 120
     task_prefix: str = "sunbox_downsample"
 
     @model_validator(mode="after")
@@ -153,8 +160,16 @@ class StorageLayout(Strict):
             raise ValueError(f"events_bucket {self.events_bucket!r} is not a valid bucket name")
         if not 3600 <= self.events_shard_group <= self.events_retention:
             raise ValueError("events_shard_group must lie between 1h and events_retention")
+        if not _BUCKET.match(self.energy_bucket):
+            raise ValueError(f"energy_bucket {self.energy_bucket!r} is not a valid bucket name")
+        if not 3600 <= self.energy_shard_group <= self.energy_retention:
+            raise ValueError("energy_shard_group must lie between 1h and energy_retention")
+        if not 10 <= self.energy_max_gap <= 3600:
+            raise ValueError("energy_max_gap must lie between 10s and 1h")
+        if self.energy_task.startswith(self.task_prefix + "_"):
+            raise ValueError("energy_task must not start with task_prefix (those are the tiers' tasks)")
         names = [t.name for t in self.tiers]
-        buckets = [self.bucket_of(t) for t in self.tiers] + [self.raw_bucket, self.events_bucket]
+        buckets = [self.bucket_of(t) for t in self.tiers] + [self.raw_bucket, self.events_bucket, self.energy_bucket]
         if len(set(names)) != len(names) or len(set(buckets)) != len(buckets):
             raise ValueError("tiers: names and buckets must be unique")
         return self
@@ -173,17 +188,29 @@ class StorageLayout(Strict):
             out[self.bucket_of(tier)] = tier.retention
         return out
 
+    def task_buckets(self) -> dict[str, int]:
+        """The buckets the tasks read and write: the readings' and the energy's."""
+        return {**self.data_buckets(), self.energy_bucket: self.energy_retention}
+
     def buckets(self) -> dict[str, int]:
-        """Every bucket with its retention in seconds: the readings', then the events'."""
-        return {**self.data_buckets(), self.events_bucket: self.events_retention}
+        """Every bucket with its retention in seconds: the readings', the energy's, then
+        the alarm events'."""
+        return {**self.task_buckets(), self.events_bucket: self.events_retention}
 
     def shard_groups(self) -> dict[str, int | None]:
         """Every bucket with its shard group duration in seconds (None: InfluxDB's default)."""
         out: dict[str, int | None] = {self.raw_bucket: self.raw_shard_group}
         for tier in self.tiers:
             out[self.bucket_of(tier)] = tier.shard_group
+        out[self.energy_bucket] = self.energy_shard_group
         out[self.events_bucket] = self.events_shard_group
         return out
+
+    def energy_task_flux(self) -> str:
+        """The hourly energy task's Flux (:mod:`sunbox.storage.energy`)."""
+        from .energy import task_flux
+
+        return task_flux(self.energy_task, self.raw_bucket, self.energy_bucket, self.catchup, self.energy_max_gap)
 
 
 def _any_field(names: frozenset[str]) -> str:

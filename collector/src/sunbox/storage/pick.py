@@ -48,6 +48,8 @@ RULE: tuple[Step, ...] = (
 #: The alarm engine's events (``StorageLayout.events_bucket`` of the default layout),
 #: drawn as markers on History whatever bucket its series come from.
 EVENTS_BUCKET = "sunbox_events"
+#: Energy per device and hour (``StorageLayout.energy_bucket``, :mod:`sunbox.storage.energy`).
+ENERGY_BUCKET = "sunbox_energy"
 
 
 def pick(start_s: float, stop_s: float, now_s: float) -> Step:

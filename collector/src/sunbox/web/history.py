@@ -10,14 +10,14 @@ Signs follow the dashboards (``docs/dashboards.md``): on History, supply is posi
 (PV, battery discharge) and consumption negative (battery charge), so battery power is
 negated; the Now page shows directions in words and arrows instead.
 
-Energy (:meth:`History.energy`): Wh per day (last 30 days) or per month (last 12) of
-battery charge and discharge (the positive and negative parts of ``power``), solar (the
-chargers' ``charge_power``) and load (solar − charged + discharged), summed over the
-banks and the batteries in no bank (a bank's packs and meter are counted once, through
-the bank: ``docs/banks.md``), from the window means of the tier the rule picks for the
-period. A
-window whose power changes sign inside it counts only its net mean: the figures are a
-slight under-estimate of both charge and discharge, never a double count.
+Energy (:meth:`History.energy`): Wh per hour (last 24 h), day (last 7 or 30), month (last
+12) or year (last 10) of battery charge and discharge, solar (the chargers' yield) and
+load (solar − charged + discharged), summed over the banks and the batteries in no bank
+(a bank's packs and meter are counted once, through the bank: ``docs/banks.md``). The
+hours come from the energy bucket the hourly task writes from full-resolution power
+(:mod:`sunbox.storage.energy`); the hours it has not written yet are counted from raw
+with the same Flux. Every period of the range is in the answer: one without readings is
+a gap (``null``), one that readings cover only in part says how much (``coverage``).
 
 Alarm markers (:meth:`History.alarm_events`): the alarm engine's raised, acknowledged
 and cleared events in the chart's range (the events bucket, :data:`sunbox.storage.pick.EVENTS_BUCKET`),
@@ -31,20 +31,20 @@ of its 60 MB memory budget, for one endpoint and a CSV table.
 
 from __future__ import annotations
 
-import calendar
+import bisect
 import csv
 import io
 import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
 
 from sunbox import quantities
-from sunbox.storage import pick
+from sunbox.storage import energy, layout, pick
 from sunbox.topics import QUALIFIED_DEVICE_PATTERN
 
 from .config import WebInfluxConfig
@@ -161,33 +161,8 @@ union(tables: [{names}])
     )
 
 
-def energy_flux(
-    bucket: str, window_s: int, start_s: float, every: str, offset_s: int, members: frozenset[str] = frozenset()
-) -> str:
-    """Per period: Wh in and out of the batteries, and solar Wh, from window means.
-
-    Banks count as batteries; the batteries in ``members`` (the banks' packs and meters,
-    :meth:`sunbox.web.live.LiveState.bank_members`) are left out, so nothing is counted
-    twice. Device ids follow the device-id rule (no quote can reach the Flux)."""
-    hours = window_s / 3600
-    left_out = ", ".join(f'"{m}"' for m in sorted(members) if QUALIFIED_DEVICE_PATTERN.fullmatch(m))
-    not_member = f"not contains(value: r.device, set: [{left_out}])" if left_out else "true"
-    return f"""import "timezone"
-option location = timezone.fixed(offset: {offset_s}s)
-data = from(bucket: "{bucket}")
-    |> range(start: {_time(start_s)})
-    |> filter(fn: (r) => ((r._measurement == "battery" or r._measurement == "bank") and r._field == "power")
-        or (r._measurement == "charger" and r._field == "charge_power"))
-    |> filter(fn: (r) => r._measurement != "battery" or {not_member})
-    |> map(fn: (r) => ({{r with _measurement: if r._measurement == "bank" then "battery" else r._measurement}}))
-    |> group(columns: ["_measurement"])
-positive = data |> map(fn: (r) => ({{r with _value: if r._value > 0.0 then r._value * {hours} else 0.0}}))
-    |> aggregateWindow(every: {every}, fn: sum, createEmpty: false) |> set(key: "_field", value: "in")
-negative = data |> map(fn: (r) => ({{r with _value: if r._value < 0.0 then -r._value * {hours} else 0.0}}))
-    |> aggregateWindow(every: {every}, fn: sum, createEmpty: false) |> set(key: "_field", value: "out")
-union(tables: [positive, negative]) |> keep(columns: ["_start", "_time", "_value", "_field", "_measurement"])
-"""
-
+#: the energy task's gap rule, for the hours the display counts from raw itself
+ENERGY_MAX_GAP_S = layout.StorageLayout().energy_max_gap
 
 #: Most alarm events a History answer carries (the newest in the range).
 MAX_EVENTS = 200
@@ -429,47 +404,160 @@ class History:
         rows = await self._query(gaps_flux(now_s))
         return {row["device"]: int(row["_value"]) for row in rows if row.get("device") and row.get("_value")}
 
-    async def energy(self, period: str, now_s: float, members: frozenset[str] = frozenset()) -> dict[str, Any]:
-        """Wh per day (``period="days"``, last 30) or per month (``"months"``, last 12);
-        ``members``: the banks' packs and meters, counted through their banks.
+    async def energy(self, range_name: str, now_s: float, members: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Energy per period over a named range (:data:`ENERGY_RANGES`; the old
+        ``days`` and ``months`` are still understood); ``members``: the banks' packs
+        and meters, counted through their banks.
+
+        Returns ``{"range", "every", "bucket", "raw_from", "rows": [{"start", "charged",
+        "discharged", "solar", "load", "coverage", "partial"}]}``: Wh, ``None`` where
+        nothing was read (a gap); ``coverage`` 0-1 of the battery side's time; ``partial``
+        below :data:`PARTIAL_BELOW`.
 
         Raises:
-            HistoryError: unknown period.
+            HistoryError: unknown range.
             StorageUnavailable: InfluxDB did not answer.
         """
-        if period == "days":
-            start_s, every = now_s - 30 * 86_400, "1d"
-        elif period == "months":
-            start_s, every = now_s - 365 * 86_400, "1mo"
-        else:
-            raise HistoryError("period: must be days or months")
-        step = pick.pick(start_s, now_s, now_s)
+        range_name = ENERGY_ALIASES.get(range_name, range_name)
+        if range_name not in ENERGY_RANGES:
+            raise HistoryError(f"range: must be one of {', '.join(ENERGY_RANGES)}")
+        every, count = ENERGY_RANGES[range_name]
         offset = time.localtime(now_s).tm_gmtoff
-        rows = await self._query(energy_flux(step.bucket, max(step.window_s, 1), start_s, every, offset, members))
-        names = {("battery", "in"): "charged", ("battery", "out"): "discharged", ("charger", "in"): "solar"}
-        periods: dict[float, dict[str, float]] = {}
-        for row in rows:
-            key = names.get((row.get("_measurement", ""), row.get("_field", "")))
-            if key is None or not row.get("_value"):
-                continue
-            # aggregateWindow stamps each period with its end; the page labels its start
-            label = max(_stamp(row["_start"]), _period_start(_stamp(row["_time"]), every, offset))
-            periods.setdefault(label, {})[key] = round(float(row["_value"]), 1)
-        out = []
-        for label in sorted(periods):
-            values = periods[label]
-            load = None
-            if "solar" in values and "charged" in values and "discharged" in values:
-                load = round(max(0.0, values["solar"] - values["charged"] + values["discharged"]), 1)
-            out.append({"start": label, **values, "load": load})
-        return {"period": period, "bucket": step.bucket, "window_s": step.window_s, "rows": out}
+        starts = period_starts(every, count, now_s, offset)
+        left_out = sorted(m for m in members if QUALIFIED_DEVICE_PATTERN.fullmatch(m))
+        not_member = " and ".join(f'r.device != "{m}"' for m in left_out)
+        newest = await self._query(newest_energy_flux(now_s))
+        stored_to = now_s - ENERGY_TAIL_MAX_S
+        if newest and newest[0].get("_time"):
+            stored_to = max(stored_to, _stamp(newest[0]["_time"]) + 3600)
+        stored_to = min(stored_to, now_s)
+        rows = await self._query(stored_energy_flux(starts[0], stored_to, every, offset, not_member))
+        if stored_to < now_s:
+            rows += await self._query(tail_energy_flux(stored_to, now_s, every, offset, not_member))
+        return {
+            "range": range_name,
+            "every": every,
+            "bucket": pick.ENERGY_BUCKET,
+            "raw_from": stored_to if stored_to < now_s else None,
+            "rows": energy_rows(rows, starts, now_s),
+        }
 
 
-def _period_start(stamp: float, every: str, offset_s: int) -> float:
-    """The local start of the day or month that ends at ``stamp`` (UTC seconds)."""
-    local = time.gmtime(stamp + offset_s - 1)
+#: The energy views: range -> (period, how many)
+ENERGY_RANGES: dict[str, tuple[str, int]] = {
+    "24h": ("1h", 24),
+    "7d": ("1d", 7),
+    "30d": ("1d", 30),
+    "1y": ("1mo", 12),
+    "10y": ("1y", 10),
+}
+ENERGY_ALIASES = {"hours": "24h", "days": "30d", "months": "1y", "years": "10y"}
+#: a period whose battery side readings cover less than this share of its time is partial
+PARTIAL_BELOW = 0.95
+#: the most a History request counts from raw (the raw bucket keeps 24 h)
+ENERGY_TAIL_MAX_S = 23 * 3600
+_BATTERY_SIDE = ("battery", "bank")
+
+
+def period_starts(every: str, count: int, now_s: float, offset_s: int) -> list[float]:
+    """The Unix starts of the last ``count`` periods of ``every`` (``1h``, ``1d``, ``1mo``,
+    ``1y``) up to the one holding ``now_s``, in the time zone ``offset_s`` east of UTC."""
+    zone = timezone(timedelta(seconds=offset_s))
+    now = datetime.fromtimestamp(now_s, zone)
+    if every == "1h":
+        first = now.replace(minute=0, second=0, microsecond=0)
+        return [(first - timedelta(hours=i)).timestamp() for i in reversed(range(count))]
     if every == "1d":
-        start = time.struct_time((local.tm_year, local.tm_mon, local.tm_mday, 0, 0, 0, 0, 0, 0))
-    else:
-        start = time.struct_time((local.tm_year, local.tm_mon, 1, 0, 0, 0, 0, 0, 0))
-    return calendar.timegm(start) - offset_s
+        first = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return [(first - timedelta(days=i)).timestamp() for i in reversed(range(count))]
+    out = []
+    for i in reversed(range(count)):
+        if every == "1mo":
+            months = now.year * 12 + now.month - 1 - i
+            out.append(datetime(months // 12, months % 12 + 1, 1, tzinfo=zone).timestamp())
+        else:
+            out.append(datetime(now.year - i, 1, 1, tzinfo=zone).timestamp())
+    return out
+
+
+def _energy_filter(not_member: str) -> str:
+    kinds = " or ".join(f'r._measurement == "{m}"' for m in (*_BATTERY_SIDE, "charger"))
+    fields = " or ".join(f'r._field == "{f}"' for f in energy.FIELDS)
+    return f"({kinds}) and ({fields})" + (f" and {not_member}" if not_member else "")
+
+
+def newest_energy_flux(now_s: float) -> str:
+    """The newest hour the energy task has written (within the raw bucket's day)."""
+    return f"""from(bucket: "{pick.ENERGY_BUCKET}")
+    |> range(start: {_time(now_s - ENERGY_TAIL_MAX_S)}, stop: {_time(now_s + 1)})
+    |> filter(fn: (r) => r._field == "covered_s")
+    |> last()
+    |> keep(columns: ["_time"])
+    |> group()
+    |> sort(columns: ["_time"], desc: true)
+    |> limit(n: 1)
+"""
+
+
+def stored_energy_flux(start_s: float, stop_s: float, every: str, offset_s: int, not_member: str) -> str:
+    """Per device and period, the stored hours' sums (pushed down to storage: a filter on
+    tags and fields, then the window sum)."""
+    return f"""import "timezone"
+option location = timezone.fixed(offset: {offset_s}s)
+from(bucket: "{pick.ENERGY_BUCKET}")
+    |> range(start: {_time(start_s)}, stop: {_time(stop_s)})
+    |> filter(fn: (r) => {_energy_filter(not_member)})
+    |> aggregateWindow(every: {every}, fn: sum, timeSrc: "_start", createEmpty: false)
+    |> keep(columns: ["_time", "_value", "_field", "_measurement", "device"])
+"""
+
+
+def tail_energy_flux(start_s: float, stop_s: float, every: str, offset_s: int, not_member: str) -> str:
+    """The hours the task has not written yet, from raw with the task's own Flux."""
+    body = energy.integrate(pick.RULE[0].bucket, _time(start_s), _time(stop_s), ENERGY_MAX_GAP_S, every, not_member)
+    return f"""import "date"
+import "timezone"
+option location = timezone.fixed(offset: {offset_s}s)
+{body}energy |> keep(columns: ["_time", "_value", "_field", "_measurement", "device"])
+"""
+
+
+def energy_rows(rows: list[dict[str, str]], starts: list[float], now_s: float) -> list[dict[str, Any]]:
+    """Every period of ``starts``: Wh summed per side, ``None`` where nothing was read."""
+    sums: list[dict[str, float]] = [{} for _ in starts]
+    seen: set[str] = set()  # battery-side devices with readings in the range
+    for row in rows:
+        if not row.get("_value") or not row.get("_time"):
+            continue
+        i = bisect.bisect_right(starts, _stamp(row["_time"])) - 1
+        if i < 0:
+            continue
+        side = "battery" if row.get("_measurement") in _BATTERY_SIDE else "charger"
+        key = f"{side}.{row.get('_field')}"
+        sums[i][key] = sums[i].get(key, 0.0) + float(row["_value"])
+        if side == "battery":
+            seen.add(row.get("device", ""))
+    out = []
+    for i, start in enumerate(starts):
+        values = sums[i]
+        stop = starts[i + 1] if i + 1 < len(starts) else now_s
+        battery = "battery.covered_s" in values
+        solar = values.get("charger.in_wh") if "charger.covered_s" in values else None
+        charged = round(values.get("battery.in_wh", 0.0), 1) if battery else None
+        discharged = round(values.get("battery.out_wh", 0.0), 1) if battery else None
+        coverage = min(1.0, values.get("battery.covered_s", 0.0) / (max(1, len(seen)) * max(1.0, stop - start)))
+        load = None
+        if solar is not None and charged is not None and discharged is not None:
+            load = round(max(0.0, solar - charged + discharged), 1)
+        out.append(
+            {
+                "start": start,
+                "charged": charged,
+                "discharged": discharged,
+                "solar": None if solar is None else round(solar, 1),
+                "load": load,
+                "coverage": round(coverage, 3),
+                "partial": battery and coverage < PARTIAL_BELOW,
+            }
+        )
+    return out

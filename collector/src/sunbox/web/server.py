@@ -26,7 +26,8 @@ Routes (every one is GET but the acknowledgement of an alarm, the display's one 
   JSON 415 or 400, and 503 while the broker is away. The live stream carries the alarms
   (``alarms`` messages: active, history, the engine's availability).
 * ``/api/history?quantity=soc&range=24h[&device=id]`` (or ``start``/``stop`` in Unix
-  seconds), ``/api/energy?period=days|months`` and ``/api/gaps`` (10-minute windows of
+  seconds), ``/api/energy?range=24h|7d|30d|1y|10y`` (Wh per hour, day, month or
+  year; ``period=days|months`` as before) and ``/api/gaps`` (10-minute windows of
   the last 24 h without a reading, per device) — from InfluxDB with the read-only
   token; 503 with ``{"error": "storage unavailable"}`` when InfluxDB does not answer.
 
@@ -80,7 +81,7 @@ CSP = (
 #: naming it (issue 29, finding 4). Routes not listed take none.
 PARAMETERS: dict[str, frozenset[str]] = {
     "/api/history": frozenset({"quantity", "range", "start", "stop", "device"}),
-    "/api/energy": frozenset({"period"}),
+    "/api/energy": frozenset({"period", "range"}),
 }
 #: messages a slow page may fall behind before it is dropped (it reconnects and gets a snapshot)
 SOCKET_QUEUE = 2000
@@ -298,7 +299,7 @@ class WebApp:
         return await self._from_storage("gaps", query)
 
     async def energy_route(self, request: web.Request) -> web.StreamResponse:
-        period = request.query.get("period", "days")
+        period = request.query.get("range", request.query.get("period", "30d"))
         members = self.live.bank_members()
         return await self._from_storage("energy", lambda history: history.energy(period, time.time(), members))
 

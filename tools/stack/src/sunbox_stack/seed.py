@@ -4,9 +4,12 @@ Shared by the dashboards' tests (``grafana/tests``) and the display's
 (``collector/tests/test_web*.py``): the default layout is applied (org ``sunbox``), three
 devices (``bat1``, ``bat2`` batteries and ``mppt`` charger, from the captured JBD and
 LiTime frames) get one raw reading a minute for 23 h, and every tier gets windows back
-to its retention (at most 10 years) with mean, ``_min`` and ``_max`` fields. The alarm
-events' bucket gets :data:`ALARM_EVENTS`: a low SOC on ``bat1`` raised, acknowledged and
-cleared 3 h ago, and one raised and cleared a year ago.
+to its retention (at most 10 years) with mean, ``_min`` and ``_max`` fields. The
+energy bucket gets each device's Wh for every hour of the last 400 days (a day with
+nothing 3 days ago, a half-covered day 5 days ago) and one point a day before that, back
+10 years (:func:`energy_points`); the alarm events' bucket gets :data:`ALARM_EVENTS`: a
+low SOC on ``bat1`` raised, acknowledged and cleared 3 h ago, and one raised and cleared
+a year ago.
 """
 
 from __future__ import annotations
@@ -38,6 +41,44 @@ ALARM_EVENTS = [
     ("raised", 365 * DAY),
     ("cleared", 365 * DAY - 3600),
 ]
+
+
+#: days ago with no energy at all, and with only their first 12 hours
+ENERGY_GAP_DAY, ENERGY_HALF_DAY = 3, 5
+
+
+def energy_points(now_ms: int) -> list[dict[str, Any]]:
+    """Hourly energy (sunbox.storage.energy's fields) for ``bat1``, ``bat2`` and ``mppt``
+    up to the last complete hour: batteries charge 300 Wh an hour by day and give 200 Wh by
+    night, the charger yields 400 Wh an hour by day (UTC 08-17); daily points further back."""
+    hour_ms = 3_600_000
+    last = now_ms // hour_ms * hour_ms - hour_ms
+    out: list[dict[str, Any]] = []
+
+    def point(device: str, kind: str, t: int, in_wh: float, out_wh: float, covered_s: float) -> dict[str, Any]:
+        fields = {"in_wh": in_wh, "out_wh": out_wh, "covered_s": covered_s}
+        return {"measurement": kind, "tags": {"device": device, "kind": kind}, "fields": fields, "time": t}
+
+    for h in range(400 * 24):
+        t = last - h * hour_ms
+        days_ago = last // 86_400_000 - t // 86_400_000
+        if days_ago == ENERGY_GAP_DAY or (days_ago == ENERGY_HALF_DAY and (t // hour_ms) % 24 >= 12):
+            continue
+        day = 8 <= (t // hour_ms) % 24 < 18
+        for device, kind in DEVICES:
+            if kind == "charger":
+                out.append(point(device, kind, t, 400.0 if day else 0.0, 0.0, 3600.0))
+            else:
+                out.append(point(device, kind, t, 300.0 if day else 0.0, 0.0 if day else 200.0, 3600.0))
+    first_daily = last - 400 * 24 * hour_ms
+    for d in range(1, 3650 - 400):
+        t = first_daily - d * 86_400_000
+        for device, kind in DEVICES:
+            if kind == "charger":
+                out.append(point(device, kind, t, 4000.0, 0.0, 86_400.0))
+            else:
+                out.append(point(device, kind, t, 3000.0, 2800.0, 86_400.0))
+    return out
 
 
 def alarm_events(now_ms: int) -> list[dict[str, Any]]:
@@ -125,4 +166,5 @@ def seed_history(influxdb: InfluxDB) -> str:
         for bucket, points in tiers.items():
             api.write(bucket, record=points, write_precision=WritePrecision.MS)
         api.write(default.events_bucket, record=alarm_events(now_ms), write_precision=WritePrecision.MS)
+        api.write(default.energy_bucket, record=energy_points(now_ms), write_precision=WritePrecision.MS)
     return str(result.tokens["dashboards"])
