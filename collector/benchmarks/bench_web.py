@@ -11,9 +11,12 @@ Reports (targets from issue 13, this machine):
    10: <= 500 ms.
 4. ``sunbox web`` RSS with 5 devices publishing every second and 3 open pages, after
    60 s: <= 60 MB.
+5. A 10-year energy request (``/api/energy?range=10y``, issue 31), server side, median
+   of 10, with 10 years of hourly energy for a bank, its two packs and two chargers (the
+   energy task's points, 438,000 of them): <= 500 ms.
 
 Run (as a developer, after ``./tools/test.sh`` provisioned the stack):
-``.venv/bin/python collector/benchmarks/bench_web.py``
+``.venv/bin/python collector/benchmarks/bench_web.py [energy]`` (``energy``: only 5)
 """
 
 from __future__ import annotations
@@ -100,6 +103,39 @@ def history_10y(web: WebServer, n: int = 10) -> list[float]:
     return times
 
 
+def energy_10y(web: WebServer, influx: InfluxDB, pub: Publisher, n: int = 10) -> list[float]:
+    from influxdb_client import InfluxDBClient, WritePrecision
+    from influxdb_client.client.write_api import SYNCHRONOUS
+
+    devices = [
+        ("house", "bank"),
+        ("pack1", "battery"),
+        ("pack2", "battery"),
+        ("mppt1", "charger"),
+        ("mppt2", "charger"),
+    ]
+    pub.reading("house", "bank", {"power": 100.0, "packs": "pack1,pack2", "meter": None, "packs_fresh": 2})
+    last = int(time.time()) // 3600 * 3600 - 3600
+    with InfluxDBClient(url=influx.url, token=influx.token, org="sunbox", timeout=300_000) as client:
+        api = client.write_api(write_options=SYNCHRONOUS)
+        for device, kind in devices:
+            lines = [
+                f"{kind},device={device},kind={kind} in_wh={200 + h % 24},out_wh={150 + h % 7},covered_s=3600 "
+                f"{(last - h * 3600) * 1000}"
+                for h in range(3650 * 24)
+            ]
+            for i in range(0, len(lines), 20_000):
+                api.write("sunbox_energy", record=lines[i : i + 20_000], write_precision=WritePrecision.MS)
+    time.sleep(2)  # the bank's reading reached the display: its packs are left out
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        response = requests.get(f"{web.url}/api/energy?range=10y", timeout=60)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.ok and len(response.json()["rows"]) == 10, response.text[:300]
+    return times
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -118,6 +154,19 @@ def main() -> int:
     web.start()
     web.wait_broker()
     pub = Publisher(broker)
+    if sys.argv[1:] == ["energy"]:
+        try:
+            energy = energy_10y(web, influx, pub)
+        finally:
+            pub.close()
+            web.stop()
+            influx.stop()
+            broker.stop()
+        print(
+            f"5. 10-year energy request: median {statistics.median(energy):.0f} ms, "
+            f"max {max(energy):.0f} ms (target 500 ms)"
+        )
+        return 0
     try:
         for device in ("bat1", "bat2"):
             pub.reading(device, "battery", battery_reading(soc=80.0))
@@ -144,6 +193,7 @@ def main() -> int:
                 time.sleep(1)
             assert web.process is not None
             rss = rss_mib(web.process.pid)
+        energy = energy_10y(web, influx, pub)
     finally:
         pub.close()
         web.stop()
@@ -161,6 +211,10 @@ def main() -> int:
         f"3. 10-year History request: median {statistics.median(hist):.0f} ms, max {max(hist):.0f} ms (target 500 ms)"
     )
     print(f"4. sunbox web RSS, 5 devices at 1 Hz and 3 open pages, after 60 s: {rss:.1f} MiB (target 60 MB)")
+    print(
+        f"5. 10-year energy request: median {statistics.median(energy):.0f} ms, "
+        f"max {max(energy):.0f} ms (target 500 ms)"
+    )
     return 0
 
 
