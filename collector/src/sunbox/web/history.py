@@ -523,9 +523,13 @@ option location = timezone.fixed(offset: {offset_s}s)
 
 
 def energy_rows(rows: list[dict[str, str]], starts: list[float], now_s: float) -> list[dict[str, Any]]:
-    """Every period of ``starts``: Wh summed per side, ``None`` where nothing was read."""
+    """Every period of ``starts``: Wh summed per side, ``None`` where nothing was read.
+
+    ``coverage``: the battery side's covered seconds over the period's time (up to now)
+    times the battery-side devices that have readings in that period, so a gap inside a
+    period shows, and a device added later does not make the past look partial."""
     sums: list[dict[str, float]] = [{} for _ in starts]
-    seen: set[str] = set()  # battery-side devices with readings in the range
+    seen: list[set[str]] = [set() for _ in starts]  # battery-side devices with readings, per period
     for row in rows:
         if not row.get("_value") or not row.get("_time"):
             continue
@@ -535,8 +539,8 @@ def energy_rows(rows: list[dict[str, str]], starts: list[float], now_s: float) -
         side = "battery" if row.get("_measurement") in _BATTERY_SIDE else "charger"
         key = f"{side}.{row.get('_field')}"
         sums[i][key] = sums[i].get(key, 0.0) + float(row["_value"])
-        if side == "battery":
-            seen.add(row.get("device", ""))
+        if side == "battery" and row.get("_field") == "covered_s" and float(row["_value"]) > 0:
+            seen[i].add(row.get("device", ""))
     out = []
     for i, start in enumerate(starts):
         values = sums[i]
@@ -545,7 +549,8 @@ def energy_rows(rows: list[dict[str, str]], starts: list[float], now_s: float) -
         solar = values.get("charger.in_wh") if "charger.covered_s" in values else None
         charged = round(values.get("battery.in_wh", 0.0), 1) if battery else None
         discharged = round(values.get("battery.out_wh", 0.0), 1) if battery else None
-        coverage = min(1.0, values.get("battery.covered_s", 0.0) / (max(1, len(seen)) * max(1.0, stop - start)))
+        expected = max(1, len(seen[i])) * max(1.0, stop - start)
+        coverage = min(1.0, values.get("battery.covered_s", 0.0) / expected)
         load = None
         if solar is not None and charged is not None and discharged is not None:
             load = round(max(0.0, solar - charged + discharged), 1)
