@@ -127,6 +127,40 @@ from(bucket: "sunbox_raw")
 """
 
 
+def energy_query(days: int = 30) -> str:
+    """kWh per day over the last ``days`` (issue 31): the energy task's hourly Wh
+    (``sunbox_energy``, :mod:`sunbox.storage.energy`) summed per local day, banks and the
+    batteries in no bank counted once (the members a bank names in its newest reading are
+    left out), chargers as solar. Days in the dashboard's own time zone (Grafana passes
+    none to Flux: UTC days)."""
+    return f"""import "strings"
+banked =
+    from(bucket: "{pick.RULE[0].bucket}")
+        |> range(start: -1d)
+        |> filter(fn: (r) => r._measurement == "bank" and (r._field == "packs" or r._field == "meter"))
+        |> last()
+        |> group()
+        |> findColumn(fn: (key) => true, column: "_value")
+members = strings.split(v: strings.joinStr(arr: banked, v: ","), t: ",")
+from(bucket: "{pick.ENERGY_BUCKET}")
+    |> range(start: -{days}d)
+    |> filter(fn: (r) => (r._measurement == "battery" or r._measurement == "bank" or r._measurement == "charger")
+        and (r._field == "in_wh" or r._field == "out_wh"))
+    |> filter(fn: (r) => r._measurement != "battery" or not contains(value: r.device, set: members))
+    |> filter(fn: (r) => r._measurement != "charger" or r._field == "in_wh")
+    |> map(fn: (r) => ({{
+        _time: r._time,
+        _value: r._value / 1000.0,
+        _field:
+            if r._measurement == "charger" then "solar"
+            else if r._field == "in_wh" then "into battery"
+            else "out of battery",
+    }}))
+    |> group(columns: ["_field"])
+    |> aggregateWindow(every: 1d, fn: sum, createEmpty: false)
+"""
+
+
 def health_series(field: str) -> str:
     fn = "last" if field in ("reconnects", "errors_total") else "mean"
     return (
@@ -452,8 +486,24 @@ def history_panels(lay: Layout, width: int, height: int) -> list[dict[str, Any]]
     ]
 
 
+def energy_panel(lay: Layout, pos: tuple[int, int, int, int]) -> dict[str, Any]:
+    panel = timeseries(
+        lay,
+        "Energy per day, last 30 days (kWh; banks counted once)",
+        pos,
+        [energy_query()],
+        "kwatth",
+        "From the energy task's hourly Wh (docs/banks.md). A day without readings has no bar.",
+    )
+    panel["fieldConfig"]["defaults"]["custom"].update({"drawStyle": "bars", "fillOpacity": 80, "lineWidth": 1})
+    return panel
+
+
 def history_dashboard() -> dict[str, Any]:
-    return dashboard("sunbox-history", "Sunbox: History", history_panels(Layout(), 24, 5), "now-24h", "1m", ["history"])
+    lay = Layout()
+    panels = history_panels(lay, 24, 5)
+    panels.append(energy_panel(lay, (0, 15, 24, 6)))
+    return dashboard("sunbox-history", "Sunbox: History", panels, "now-24h", "1m", ["history"])
 
 
 def cells_dashboard() -> dict[str, Any]:

@@ -148,6 +148,39 @@ def test_every_panel_returns_data_for_every_range(influxdb: InfluxDB, seeded: st
     assert checked > 80
 
 
+def test_the_energy_panel_counts_a_bank_once(influxdb: InfluxDB, seeded: str) -> None:
+    """Issue 31: a bank's packs, named in its newest raw reading, are left out of the
+    History dashboard's energy per day, so the bank's Wh count once."""
+    from influxdb_client import InfluxDBClient, WritePrecision
+    from influxdb_client.client.write_api import SYNCHRONOUS
+
+    query = _builder().energy_query()
+    yesterday = (int(datetime.now(UTC).timestamp()) // DAY - 1) * DAY
+
+    def into_battery() -> float:
+        rows = run(influxdb, seeded, query)
+        return sum(
+            float(r["_value"])
+            for r in rows
+            if r["_field"] == "into battery"
+            and r["_time"].startswith(datetime.fromtimestamp(yesterday + DAY, UTC).strftime("%Y-%m-%d"))
+        )
+
+    before = into_battery()
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    bank = 'bank,device=gbank,kind=bank packs="gp1,gp2",meter="gshunt",power=1000 ' + str(now_ms)
+    energy = [
+        f"{kind},device={device},kind={kind} in_wh={wh},out_wh=0,covered_s=3600 {(yesterday + 12 * 3600) * 1000}"
+        for kind, device, wh in (("bank", "gbank", 1000), ("battery", "gp1", 600), ("battery", "gp2", 400),
+                                 ("battery", "gshunt", 1000))
+    ]  # fmt: skip
+    with InfluxDBClient(url=influxdb.url, token=influxdb.token, org="sunbox") as client:
+        api = client.write_api(write_options=SYNCHRONOUS)
+        api.write("sunbox_raw", record=bank, write_precision=WritePrecision.MS)
+        api.write("sunbox_energy", record=energy, write_precision=WritePrecision.MS)
+    assert into_battery() - before == pytest.approx(1.0), "1 kWh: the bank's, not its packs' or its meter's"
+
+
 def test_protection_flags_are_spelled_out(influxdb: InfluxDB, seeded: str) -> None:
     query = next(q for b, t, q in panel_queries() if b == "now" and t == "Battery protection")
     now = datetime.now(UTC)
