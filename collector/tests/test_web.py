@@ -380,7 +380,12 @@ def test_a_published_reading_appears_on_now(web: WebServer, publisher: Publisher
         timeout=10,
         what="the new reading on Now",
     )
-    assert "42%" in browser.find_element("css selector", '[data-device="bat1"]').text.replace("\n", "")
+    # Now is redrawn every second (ages): read the card again if a redraw replaced it
+    wait_for(
+        lambda: "42%" in browser.find_element("css selector", '[data-device="bat1"]').text.replace("\n", ""),
+        timeout=5,
+        what="42 % on bat1's card",
+    )
 
 
 def test_a_stale_device_turns_orange_then_red(
@@ -671,17 +676,27 @@ def test_now_shows_each_bank_as_one_battery_with_its_packs_beneath(
                 publisher.reading(bank.id, "bank", compute_bank(bank, readings, now).to_dict())
             publisher.reading("mppt", "charger", charger_reading())
 
+            # Now is redrawn when its ages change (every second): each look is one script,
+            # atomic in the page, so no element goes stale between finding and reading it
             def cards() -> list[str]:
-                return [e.get_attribute("data-device") for e in driver.find_elements("css selector", ".side > section")]
+                return driver.execute_script(  # type: ignore[no-any-return]
+                    "return [...document.querySelectorAll('.side > section')].map(e => e.dataset.device)"
+                )
+
+            def card(device: str) -> str:
+                return driver.execute_script(  # type: ignore[no-any-return]
+                    f"return document.querySelector('.side > section[data-device=\"{device}\"]').innerText"
+                )
 
             wait_for(lambda: cards() == ["house", "cabin"] or cards() == ["cabin", "house"], what="two bank cards")
-            house_card = driver.find_element("css selector", '.side > section[data-device="house"]').text
-            cabin_card = driver.find_element("css selector", '.side > section[data-device="cabin"]').text
+            house_card, cabin_card = card("house"), card("cabin")
             assert "81%" in house_card.replace("\n", "") and "2 of 2 packs" in house_card
             assert "79%" in cabin_card.replace("\n", ""), "302 of 380 Ah, not the packs' mean of 70 %"
-            members = [e.get_attribute("data-device") for e in driver.find_elements("css selector", ".member")]
+            members = driver.execute_script(
+                "return [...document.querySelectorAll('.member')].map(e => e.dataset.device)"
+            )
             assert sorted(members) == ["cab-1", "cab-2", "pack-b", "pack-s", "shunt"]
-            flow = driver.find_element("css selector", ".flow svg").get_attribute("aria-label")
+            flow = driver.execute_script("return document.querySelector('.flow svg').getAttribute('aria-label')")
             # the meter's −66 W and the cabin's +39.9 W: −26 W, where every device summed says −92 W
             assert "battery discharging 26\u202fW" in flow, flow
             for width, height in ((800, 480), (1920, 1080)):
@@ -697,9 +712,14 @@ def test_now_shows_each_bank_as_one_battery_with_its_packs_beneath(
             set_viewport(driver, 800, 480)
             only_one = {k: v for k, v in readings.items() if k != "cab-2"}
             publisher.reading("cabin", "bank", compute_bank(cabin, only_one, now + 1000).to_dict())
-            count = '.side > section[data-device="cabin"] .count'
-            wait_for(lambda: driver.find_element("css selector", count).text == "1 of 2 packs", what="1 of 2 packs")
-            assert "partial" in driver.find_element("css selector", count).get_attribute("class").split()
+            count = "document.querySelector('.side > section[data-device=\"cabin\"] .count')"
+            shown = wait_for(
+                lambda: driver.execute_script(
+                    f"const c = {count}; return c && c.innerText == '1 of 2 packs' && c.className"
+                ),
+                what="1 of 2 packs",
+            )
+            assert "partial" in shown.split(), shown
             shoot(driver, "now-bank-partial-800x480")
             assert console_errors(driver) == []
     finally:

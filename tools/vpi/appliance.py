@@ -38,6 +38,7 @@ fingerprint differ from a real Pi's inventory. Grafana cannot be obtained here a
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gzip
 import hashlib
 import json
@@ -255,6 +256,14 @@ def build_apt_repo() -> tuple[Path, str]:
     """The local APT repository (signed) with influxdb2, and its key's fingerprint."""
     influxd = CACHE.parent / f"influxdb-{INFLUXDB_VERSION}" / "influxd"
     if not influxd.exists():
+        # tools/test.sh builds it in the background (sunbox_stack.provision holds this lock
+        # while it builds): wait for it, as the VM boots meanwhile
+        log("apt repository: waiting for influxd's build")
+        waited = time.monotonic()
+        with (CACHE.parent / f"influxdb-{INFLUXDB_VERSION}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        log(f"apt repository: waited {time.monotonic() - waited:.0f} s for influxd")
+    if not influxd.exists():
         sys.exit(f"appliance: {influxd} missing: run tools/test.sh (or sunbox-stack) once to build it")
     stat = influxd.stat()
     key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{INFLUXDB_UNIT}{POSTINST}v1".encode()).hexdigest()[:12]
@@ -462,7 +471,6 @@ def up(state: Path) -> int:
     name = release()
     log(f"release: {name}")
     disk = build_image(name)
-    repo, fingerprint = build_apt_repo()
     key = state / "id_ed25519"
     if not key.exists():
         vpi.sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "molecule@virtual-pi", "-f", key)
@@ -480,7 +488,6 @@ def up(state: Path) -> int:
     else:
         vpi.sh("truncate", "-s", f"{STICK_MB}M", stick)
         vpi.sh("mkfs.ext4", "-q", "-F", "-L", STICK_LABEL, stick)
-    repo_port = serve(repo, state / "apt-repo.pid", state / "apt-repo.log")
     wheels_port = serve(build_wheelhouse(name), state / "wheels.pid", state / "wheels.log")
     ssh_port = free_port()
     log("vm: booting (qemu, tcg)")
@@ -527,6 +534,10 @@ def up(state: Path) -> int:
     ]
     (state / "qemu.json").write_text(json.dumps({"argv": [str(a) for a in qemu], "ssh_port": ssh_port}) + "\n")
     vpi.sh(*qemu)
+    # the repository after the boot: on a cold machine influxd is still being built
+    # while the VM boots (tools/test.sh), and the play needs it only at converge
+    repo, fingerprint = build_apt_repo()
+    repo_port = serve(repo, state / "apt-repo.pid", state / "apt-repo.log")
     wait_for_ssh(ssh_port, key, 900)
     log(f"vm: SSH answers after {time.monotonic() - started:.0f} s (port {ssh_port})")
     repo_url = f"http://{GUEST_HOST}:{repo_port}/influxdata"

@@ -20,6 +20,7 @@ succeeded, so a half-finished build never lands there. Failures raise
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -86,7 +87,13 @@ def influxd() -> Path:
     cached = cache_root() / f"influxdb-{INFLUXDB_VERSION}" / "influxd"
     if cached.exists():
         return cached
-    build_influxd(cached.parent)
+    # one build at a time: tools/test.sh builds it in the background while the tests that
+    # need it (and the virtual Pi's APT repository, tools/vpi/appliance.py) wait here
+    cached.parent.parent.mkdir(parents=True, exist_ok=True)
+    with (cached.parent.parent / f"influxdb-{INFLUXDB_VERSION}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not cached.exists():
+            build_influxd(cached.parent)
     return cached
 
 
