@@ -265,14 +265,15 @@ def energy_contents(client: InfluxDBClient, start_ms: int, stop_ms: int) -> dict
 def test_energy_per_hour_is_the_integral_of_power_and_a_gap_is_not_energy(
     influxdb: InfluxDB, applied: influx_setup.ApplyResult, client: InfluxDBClient
 ) -> None:
-    """Issue 31: the hourly energy task (sunbox.storage.energy) on 6 h of readings 5 s
+    """Issue 31: the hourly energy task (sunbox.storage.energy) on a day of readings 5 s
     apart, charging and discharging in turn, with 20 minutes without a reading: each
-    hour's Wh in and out within 1 % of the exact integral over the time readings cover, the
-    gap counted as neither energy nor coverage; a charger's PV yield; rerun, the same."""
-    base = (int(time.time() * 1000) - 60 * HOUR) // HOUR * HOUR
+    hour's Wh in and out, and the day's, within 1 % of the exact integral over the time
+    readings cover, the gap counted as neither energy nor coverage; a charger's PV yield;
+    the task run on its schedule, then after a stretch it missed; rerun, the same."""
+    base = (int(time.time() * 1000) - 72 * HOUR) // HOUR * HOUR
     gap = (base + 2 * HOUR + 10 * 60_000, base + 2 * HOUR + 30 * 60_000)
     points = []
-    for k in range(6 * 3600 // 5):
+    for k in range(24 * 3600 // 5):
         t = base + k * 5000
         if gap[0] < t < gap[1]:
             continue
@@ -283,12 +284,14 @@ def test_energy_per_hour_is_the_integral_of_power_and_a_gap_is_not_energy(
         points.append(parse_message("sunbox/en-mppt/state", json.dumps(body).encode(), t + 1000))
     write(client, points)
     script = LAYOUT.energy_task_flux()
-    run_script(influxdb, script, base + 3 * HOUR + 1000)  # on schedule, half way
-    run_script(influxdb, script, base + 6 * HOUR + 1000)
-    have = energy_contents(client, base - HOUR, base + 7 * HOUR)
-    assert {k[2] for k in have} == {base + h * HOUR for h in range(6)}, sorted(have)
+    for h in range(1, 13):  # every hour for 12 hours, then nothing until the day is over
+        run_script(influxdb, script, base + h * HOUR + 1000)
+    run_script(influxdb, script, base + 24 * HOUR + 1000)
+    have = energy_contents(client, base - HOUR, base + 25 * HOUR)
+    assert {k[2] for k in have} == {base + h * HOUR for h in range(24)}, sorted(have)
     errors = []
-    for h in range(6):
+    day_in = day_out = 0.0
+    for h in range(24):
         start, stop = base + h * HOUR, base + (h + 1) * HOUR
         covered = [(start, stop)]
         if start < gap[0] < stop:  # the gap, and the reading after it (its interval is the gap)
@@ -299,6 +302,7 @@ def test_energy_per_hour_is_the_integral_of_power_and_a_gap_is_not_energy(
             pos, neg = pos + p, neg + n
         seconds = sum(b - a for a, b in covered) / 1000 - (5 if h == 0 else 0)  # the first reading has no interval
         errors += [have[("en-bat", "in_wh", start)] / pos - 1, have[("en-bat", "out_wh", start)] / neg - 1]
+        day_in, day_out = day_in + pos, day_out + neg
         assert have[("en-bat", "in_wh", start)] == pytest.approx(pos, rel=0.01), h
         assert have[("en-bat", "out_wh", start)] == pytest.approx(neg, rel=0.01), h
         assert have[("en-bat", "covered_s", start)] == pytest.approx(seconds, abs=5.5), h
@@ -307,10 +311,14 @@ def test_energy_per_hour_is_the_integral_of_power_and_a_gap_is_not_energy(
     assert 1190 < 3600 - have[("en-bat", "covered_s", base + 2 * HOUR)] < 1215, "the 20 minutes are not covered"
     total = sum(v for k, v in have.items() if k[:2] == ("en-bat", "in_wh"))
     out = sum(v for k, v in have.items() if k[:2] == ("en-bat", "out_wh"))
+    assert total == pytest.approx(day_in, rel=0.01) and out == pytest.approx(day_out, rel=0.01)
     worst = max(abs(e) for e in errors)
-    print(f"energy task: 6 h, Wh in {total:.1f}, out {out:.1f}; worst hour off the exact integral by {worst:.3%}")
-    run_script(influxdb, script, base + 6 * HOUR + 1000)
-    assert energy_contents(client, base - HOUR, base + 7 * HOUR) == have
+    print(
+        f"energy task: a day, Wh in {total:.1f} (exact {day_in:.1f}), out {out:.1f} (exact {day_out:.1f}); "
+        f"the worst hour off the exact integral by {worst:.3%}"
+    )
+    run_script(influxdb, script, base + 24 * HOUR + 1000)
+    assert energy_contents(client, base - HOUR, base + 25 * HOUR) == have
 
 
 def test_apply_is_idempotent_and_the_tasks_run(influxdb: InfluxDB, applied: influx_setup.ApplyResult) -> None:
