@@ -369,6 +369,7 @@ union(tables: [
 
 VARIABLES = [
     variable("battery", "Battery", "battery"),
+    variable("bank", "Bank", "bank"),
     variable("charger", "Charger", "charger"),
     variable("device", "Device", None),
 ]
@@ -499,10 +500,34 @@ def energy_panel(lay: Layout, pos: tuple[int, int, int, int]) -> dict[str, Any]:
     return panel
 
 
+def bank_panels(lay: Layout, y: int, width: int, height: int) -> list[dict[str, Any]]:
+    """Banks (docs/banks.md): parallel packs and their meter as one battery, as
+    ``sunbox.banks`` publishes them (measurement ``bank``)."""
+    half = width // 2
+    return [
+        timeseries(
+            lay,
+            "Bank state of charge (meter's, or capacity-weighted)",
+            (0, y, half, height),
+            [series("bank", "bank", ["soc"])],
+            "percent",
+        ),
+        timeseries(
+            lay,
+            "Bank power (discharge +, charge −; counted once)",
+            (half, y, half, height),
+            [series("bank", "bank", ["power"], negate=True)],
+            "watt",
+            SIGNS,
+        ),
+    ]
+
+
 def history_dashboard() -> dict[str, Any]:
     lay = Layout()
     panels = history_panels(lay, 24, 5)
-    panels.append(energy_panel(lay, (0, 15, 24, 6)))
+    panels += bank_panels(lay, 15, 24, 5)
+    panels.append(energy_panel(lay, (0, 20, 24, 6)))
     return dashboard("sunbox-history", "Sunbox: History", panels, "now-24h", "1m", ["history"])
 
 
@@ -567,6 +592,8 @@ def overview_dashboard() -> dict[str, Any]:
     for panel in history_panels(lay, 24, 9):
         panel["gridPos"]["y"] += 7
         panels.append(panel)
+    panels += bank_panels(lay, 7 + 27, 24, 9)
+    panels.append(energy_panel(lay, (0, 7 + 36, 24, 8)))
     return dashboard("sunbox-overview", "Sunbox: Overview", panels, "now-7d", "1m", ["lan"])
 
 

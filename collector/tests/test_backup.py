@@ -150,11 +150,11 @@ def test_a_backup_restores_onto_a_fresh_influxdb_with_every_reading(source: Infl
                 f"{bucket}: {len(after[bucket])} points, {len(before[bucket])} before"
             )
         raw = readings_per_device(after[LAYOUT.raw_bucket])
-        assert raw == readings_per_device(before[LAYOUT.raw_bucket]) and set(raw) == {"bat1", "bat2", "mppt"}
+        assert raw == readings_per_device(before[LAYOUT.raw_bucket]) and set(raw) == {"bat1", "bat2", "mppt", "bank1"}
         assert min(raw.values()) >= 23 * 60 - 2
         with InfluxDBClient(url=fresh.url, token=source.token, org="sunbox") as client:
             tasks = {t.name for t in client.tasks_api().find_tasks(org="sunbox")}
-        assert tasks == {LAYOUT.task_name(t) for t in LAYOUT.tiers}
+        assert tasks == {LAYOUT.task_name(t) for t in LAYOUT.tiers} | {LAYOUT.energy_task}
         unpacked = root / (tmp_path / "pi" / "var-lib-sunbox").relative_to("/")
         assert (unpacked / "bonds.json").read_text() == '{"bat1": "key"}\n'
         assert not (unpacked / "queue.sqlite3").exists(), "the live queue is not archived"

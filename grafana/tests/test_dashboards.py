@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("dashboards")]
 GRAFANA_DIR = Path(__file__).parents[1]
 FIXTURES = GRAFANA_DIR.parent / "collector" / "tests" / "fixtures" / "devices.json"
 DAY = 86_400
-VARIABLES = {"battery": "bat1|bat2", "charger": "mppt", "device": "bat1|bat2|mppt"}
+VARIABLES = {"battery": "bat1|bat2", "bank": "bank1", "charger": "mppt", "device": "bat1|bat2|mppt|bank1"}
 #: (name, seconds back to the start, span in seconds, the bucket the query must pick)
 RANGES = [
     ("1 h", 3600, 3600, "sunbox_raw"),
@@ -109,7 +109,7 @@ def test_dashboards_follow_the_conventions() -> None:
     boards = dashboards()
     assert set(boards) == {"now", "history", "cells", "health", "overview"}
     for name, board in boards.items():
-        assert {v["name"] for v in board["templating"]["list"]} == {"battery", "charger", "device"}
+        assert {v["name"] for v in board["templating"]["list"]} == {"battery", "bank", "charger", "device"}
         for panel in board["panels"]:
             assert panel["type"] in {"stat", "timeseries", "state-timeline", "table", "text"}, "core panels only"
             grid = panel["gridPos"]

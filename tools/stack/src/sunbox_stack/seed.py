@@ -32,7 +32,16 @@ from .servers import InfluxDB
 
 FIXTURES = Path(__file__).resolve().parents[4] / "collector" / "tests" / "fixtures" / "devices.json"
 DAY = 86_400
-DEVICES = [("bat1", "battery"), ("bat2", "battery"), ("mppt", "charger")]
+DEVICES = [("bat1", "battery"), ("bat2", "battery"), ("mppt", "charger"), ("bank1", "bank")]
+#: the devices with energy points: the bank's would count twice in the energy views' figures
+ENERGY_DEVICES = [d for d in DEVICES if d[1] != "bank"]
+
+
+def measurements(kind: str) -> tuple[str, ...]:
+    """The measurements a seeded device writes: its kind's, and health (a bank has none)."""
+    return (kind,) if kind == "bank" else (kind, "health")
+
+
 #: (what, seconds before the seed) of the seeded alarm events, all of soc-low on bat1
 ALARM_EVENTS = [
     ("raised", 3 * 3600),
@@ -65,7 +74,7 @@ def energy_points(now_ms: int) -> list[dict[str, Any]]:
         if days_ago == ENERGY_GAP_DAY or (days_ago == ENERGY_HALF_DAY and (t // hour_ms) % 24 >= 12):
             continue
         day = 8 <= (t // hour_ms) % 24 < 18
-        for device, kind in DEVICES:
+        for device, kind in ENERGY_DEVICES:
             if kind == "charger":
                 out.append(point(device, kind, t, 400.0 if day else 0.0, 0.0, 3600.0))
             else:
@@ -73,7 +82,7 @@ def energy_points(now_ms: int) -> list[dict[str, Any]]:
     first_daily = last - 400 * 24 * hour_ms
     for d in range(1, 3650 - 400):
         t = first_daily - d * 86_400_000
-        for device, kind in DEVICES:
+        for device, kind in ENERGY_DEVICES:
             if kind == "charger":
                 out.append(point(device, kind, t, 4000.0, 0.0, 86_400.0))
             else:
@@ -106,7 +115,14 @@ def samples() -> dict[str, dict[str, Any]]:
     for frame in data["litime_mppt"]:
         charger.update(litime.decode(bytes.fromhex(frame["hex"])))
     health = Health("x", connected=True, rssi=-70, poll_latency_ms=2.0).snapshot(0).values
-    return {"battery": battery, "charger": charger, "health": health}
+    # a bank as sunbox.banks publishes it; its packs are no seeded device, so nothing
+    # the seed holds is a bank member (the energy views count every seeded battery)
+    bank = {
+        "soc": 81.0, "voltage": 13.3, "current": -3.8, "power": -50.5, "capacity_nominal": 380.0,
+        "capacity_remaining": 307.8, "packs_fresh": 2, "packs_total": 2, "partial": False,
+        "packs": "seed-pack-1,seed-pack-2", "cell_voltage_min": 3.30, "cell_voltage_max": 3.34,
+    }  # fmt: skip
+    return {"battery": battery, "charger": charger, "bank": bank, "health": health}
 
 
 def tier_fields(fields: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -129,7 +145,7 @@ def seed_history(influxdb: InfluxDB) -> str:
     raw = []
     for t in range(now_ms - 23 * 3_600_000, now_ms - 5000, 60_000):
         for device, kind in DEVICES:
-            for measurement in (kind, "health"):
+            for measurement in measurements(kind):
                 values = dict(measured[measurement])
                 if measurement == "health":
                     values["last_reading_ms"] = t
@@ -145,7 +161,7 @@ def seed_history(influxdb: InfluxDB) -> str:
         first = now_ms - min(tier.retention, 3650 * DAY) * 1000 + every
         for window in range(first - first % every, now_ms - every, spacing[tier.name]):
             for device, kind in DEVICES:
-                for measurement in (kind, "health"):
+                for measurement in measurements(kind):
                     topic = f"sunbox/{device}/{'health' if measurement == 'health' else 'state'}"
                     body = json.dumps(
                         {"device_id": device, "kind": measurement, "time_ms": now_ms, **measured[measurement]}
