@@ -25,7 +25,7 @@ from sunbox.protocols.errors import FrameError
 from sunbox.protocols.victron_records import RECORD_TYPES, decode_record
 from sunbox.protocols.vreg_registers import FAMILIES, REGISTERS
 from sunbox.quantities import FAMILY_QUANTITIES, PROTECTION_BITS, QUANTITIES, names
-from sunbox.storage import points
+from sunbox.storage import energy, points
 from sunbox.web import history, live
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,7 +237,9 @@ def test_every_field_the_grafana_dashboards_query_is_in_the_table() -> None:
         for group in re.findall(r"r\._field =~ /\^\(?([a-z0-9_|]+)", text):
             fields |= set(group.split("|"))
     assert len(fields) > 20
-    assert not {f for f in fields if not stored_name_known(f)}, "fields the table does not describe"
+    # the energy bucket's own fields (sunbox.storage.energy, docs/data-model.md) besides
+    unknown = {f for f in fields if not stored_name_known(f)} - set(energy.FIELDS)
+    assert not unknown, f"fields the table does not describe: {unknown}"
     assert not stored_name_known("cell_volts") and stored_name_known("temperature_02_max")
 
 

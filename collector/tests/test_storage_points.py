@@ -141,6 +141,7 @@ def test_layout_defaults_follow_the_issue() -> None:
         "sunbox_5m": 31 * 86400,
         "sunbox_30m": 366 * 86400,
         "sunbox_2h": 3660 * 86400,
+        "sunbox_energy": 3660 * 86400,
         "sunbox_events": 3660 * 86400,
     }
     assert [t.every for t in lay.tiers] == [120, 300, 1800, 7200]

@@ -269,7 +269,8 @@ def test_energy_comes_from_the_stored_hours_with_gaps_as_gaps(web: WebServer) ->
     assert half["partial"] and half["coverage"] == 0.5 and half["charged"] == 2 * 300 * 4, half
     assert days["rows"][-1]["start"] == (int(time.time()) // 86400) * 86400, "today is the last day"
     assert days["raw_from"] is not None, "the hours the task has not reached come from raw"
-    assert requests.get(f"{web.url}/api/energy?period=days", timeout=60).json()["rows"] == days["rows"]
+    alias = requests.get(f"{web.url}/api/energy?period=days", timeout=60).json()["rows"]
+    assert [r["start"] for r in alias] == [r["start"] for r in days["rows"]] and alias[:-1] == days["rows"][:-1]
     hours = requests.get(f"{web.url}/api/energy?range=24h", timeout=60).json()
     assert hours["every"] == "1h" and len(hours["rows"]) == 24
     months = requests.get(f"{web.url}/api/energy?range=1y", timeout=60).json()

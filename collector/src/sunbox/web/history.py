@@ -405,9 +405,9 @@ class History:
         return {row["device"]: int(row["_value"]) for row in rows if row.get("device") and row.get("_value")}
 
     async def energy(self, range_name: str, now_s: float, members: frozenset[str] = frozenset()) -> dict[str, Any]:
-        """Energy per period over a named range (:data:`ENERGY_RANGES`; the old
-        ``days`` and ``months`` are still understood); ``members``: the banks' packs
-        and meters, counted through their banks.
+        """Energy per period over a named range (:data:`ENERGY_RANGES`; see
+        :func:`energy_range` for the request's parameters); ``members``: the banks'
+        packs and meters, counted through their banks.
 
         Returns ``{"range", "every", "bucket", "raw_from", "rows": [{"start", "charged",
         "discharged", "solar", "load", "coverage", "partial"}]}``: Wh, ``None`` where
@@ -418,7 +418,6 @@ class History:
             HistoryError: unknown range.
             StorageUnavailable: InfluxDB did not answer.
         """
-        range_name = ENERGY_ALIASES.get(range_name, range_name)
         if range_name not in ENERGY_RANGES:
             raise HistoryError(f"range: must be one of {', '.join(ENERGY_RANGES)}")
         every, count = ENERGY_RANGES[range_name]
@@ -451,7 +450,28 @@ ENERGY_RANGES: dict[str, tuple[str, int]] = {
     "1y": ("1mo", 12),
     "10y": ("1y", 10),
 }
+#: the older ``period`` parameter's values, as ranges
 ENERGY_ALIASES = {"hours": "24h", "days": "30d", "months": "1y", "years": "10y"}
+
+
+def energy_range(range_name: str | None, period: str | None) -> str:
+    """The energy request's range from ``range`` or the older ``period`` (30 days when
+    neither is given).
+
+    Raises:
+        HistoryError: both given, or a value that is not one of them, naming the parameter.
+    """
+    if range_name is not None and period is not None:
+        raise HistoryError("range: give range or period, not both")
+    if period is not None:
+        if period not in ENERGY_ALIASES:
+            raise HistoryError(f"period: must be one of {', '.join(ENERGY_ALIASES)}")
+        return ENERGY_ALIASES[period]
+    if range_name is not None and range_name not in ENERGY_RANGES:
+        raise HistoryError(f"range: must be one of {', '.join(ENERGY_RANGES)}")
+    return range_name or "30d"
+
+
 #: a period whose battery side readings cover less than this share of its time is partial
 PARTIAL_BELOW = 0.95
 #: the most a History request counts from raw (the raw bucket keeps 24 h)

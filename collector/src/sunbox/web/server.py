@@ -64,7 +64,15 @@ from sunbox.backup.state import read_summary
 
 from .config import WebConfig
 from .feed import Feed
-from .history import GAP_SPAN_S, GAP_WINDOW_S, History, HistoryError, StorageUnavailable, parse_range
+from .history import (
+    GAP_SPAN_S,
+    GAP_WINDOW_S,
+    History,
+    HistoryError,
+    StorageUnavailable,
+    energy_range,
+    parse_range,
+)
 from .live import LiveState
 from .origin import OriginPolicy
 from .peer import peer_uid
@@ -299,9 +307,13 @@ class WebApp:
         return await self._from_storage("gaps", query)
 
     async def energy_route(self, request: web.Request) -> web.StreamResponse:
-        period = request.query.get("range", request.query.get("period", "30d"))
         members = self.live.bank_members()
-        return await self._from_storage("energy", lambda history: history.energy(period, time.time(), members))
+
+        async def query(history: History) -> dict[str, Any]:
+            name = energy_range(request.query.get("range"), request.query.get("period"))
+            return await history.energy(name, time.time(), members)
+
+        return await self._from_storage("energy", query)
 
     # --- middleware --------------------------------------------------------------------
 
