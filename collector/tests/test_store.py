@@ -117,6 +117,20 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "
         time.sleep(0.25)
 
 
+def dead_letters(mosquitto: Mosquitto) -> tuple[list[dict[str, Any]], mqtt.Client]:
+    """A subscriber to the writer's dead-letter topic: the letters it gets, and the client
+    (the caller disconnects it)."""
+    letters: list[dict[str, Any]] = []
+    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"dlq-{uuid.uuid4().hex[:6]}")
+    sub.username_pw_set(mosquitto.username, mosquitto.password)
+    sub.on_message = lambda _c, _u, m: letters.append(json.loads(m.payload))
+    sub.on_connect = lambda c, _u, _f, _r, _p: c.subscribe("sunbox/deadletter", 1)
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.loop_start()
+    time.sleep(0.5)
+    return letters, sub
+
+
 def running_store(config: Any) -> Store:
     store = Store(config)
     store.start()
@@ -248,14 +262,7 @@ def test_writer_restart_mid_stream_loses_nothing(
 def test_malformed_payloads_are_dead_lettered(
     mosquitto: Mosquitto, influxdb: InfluxDB, writer_token: str, publisher: Publisher
 ) -> None:
-    letters: list[dict[str, Any]] = []
-    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"dlq-{uuid.uuid4().hex[:6]}")
-    sub.username_pw_set(mosquitto.username, mosquitto.password)
-    sub.on_message = lambda _c, _u, m: letters.append(json.loads(m.payload))
-    sub.on_connect = lambda c, _u, _f, _r, _p: c.subscribe("sunbox/deadletter", 1)
-    sub.connect("127.0.0.1", mosquitto.port)
-    sub.loop_start()
-    time.sleep(0.5)
+    letters, sub = dead_letters(mosquitto)
     store = running_store(make_config(mosquitto, influxdb, writer_token, "store-d"))
     try:
         publisher.raw("sunbox/dl-bat/state", b"{broken")
@@ -309,14 +316,7 @@ def test_alarm_events_go_to_their_own_bucket_with_their_own_time(
 ) -> None:
     """The alarm engine's events (sunbox.alarms.service) as the writer stores them for
     History's markers; a malformed one is dead-lettered like a malformed reading."""
-    letters: list[dict[str, Any]] = []
-    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"dlq-{uuid.uuid4().hex[:6]}")
-    sub.username_pw_set(mosquitto.username, mosquitto.password)
-    sub.on_message = lambda _c, _u, m: letters.append(json.loads(m.payload))
-    sub.on_connect = lambda c, _u, _f, _r, _p: c.subscribe("sunbox/deadletter", 1)
-    sub.connect("127.0.0.1", mosquitto.port)
-    sub.loop_start()
-    time.sleep(0.5)
+    letters, sub = dead_letters(mosquitto)
     store = running_store(make_config(mosquitto, influxdb, writer_token, "store-ev"))
     raised = now_ms() - 600_000
     alarm = {"rule": "soc-low", "device": "ev-bat", "severity": "warning", "text": "SOC below 20 %", "value": 19.4}

@@ -130,12 +130,7 @@ def parse_alarm_event(payload: bytes, now_ms: int) -> AlarmPoint:
     Raises:
         PayloadError: with a reason naming what is wrong.
     """
-    try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise PayloadError("not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise PayloadError(f"not JSON: {exc.msg} at position {exc.pos}") from None
+    data = _json(payload)
     alarm = data.get("alarm") if isinstance(data, dict) else None
     if not isinstance(alarm, dict):
         raise PayloadError("not an alarm event (no alarm object)")
@@ -160,6 +155,20 @@ def parse_alarm_event(payload: bytes, now_ms: int) -> AlarmPoint:
     if value is not None:
         value = _number("alarm.value", value)
     return AlarmPoint(rule, device, str(severity), str(what), time_ms, text, value)
+
+
+def _json(payload: bytes) -> Any:
+    """The payload's JSON (NaN and Infinity refused).
+
+    Raises:
+        PayloadError: not UTF-8, or not JSON.
+    """
+    try:
+        return json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise PayloadError("not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"not JSON: {exc.msg} at position {exc.pos}") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -244,12 +253,7 @@ def parse_reading(topic: str, payload: bytes, now_ms: int, prefix: str = "sunbox
         raise PayloadError(str(exc)) from None
     if where.leaf not in ("state", "health"):
         raise PayloadError(f"unexpected topic {topic!r}")
-    try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise PayloadError("not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise PayloadError(f"not JSON: {exc.msg} at position {exc.pos}") from None
+    data = _json(payload)
     if not isinstance(data, dict):
         raise PayloadError("not a JSON object")
     device_id = data.get("device_id")
