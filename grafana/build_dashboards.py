@@ -131,8 +131,8 @@ def energy_query(days: int = 30) -> str:
     """kWh per day over the last ``days`` (issue 31): the energy task's hourly Wh
     (``sunbox_energy``, :mod:`sunbox.storage.energy`) summed per local day, banks and the
     batteries in no bank counted once (the members a bank names in its newest reading are
-    left out), chargers as solar. Days in the dashboard's own time zone (Grafana passes
-    none to Flux: UTC days)."""
+    left out), chargers as solar, an inverter/charger's AC input as AC in. Days in the
+    dashboard's own time zone (Grafana passes none to Flux: UTC days)."""
     return f"""import "strings"
 banked =
     from(bucket: "{pick.RULE[0].bucket}")
@@ -144,15 +144,16 @@ banked =
 members = strings.split(v: strings.joinStr(arr: banked, v: ","), t: ",")
 from(bucket: "{pick.ENERGY_BUCKET}")
     |> range(start: -{days}d)
-    |> filter(fn: (r) => (r._measurement == "battery" or r._measurement == "bank" or r._measurement == "charger")
-        and (r._field == "in_wh" or r._field == "out_wh"))
+    |> filter(fn: (r) => (r._measurement == "battery" or r._measurement == "bank" or r._measurement == "charger"
+        or r._measurement == "inverter") and (r._field == "in_wh" or r._field == "out_wh"))
     |> filter(fn: (r) => r._measurement != "battery" or not contains(value: r.device, set: members))
-    |> filter(fn: (r) => r._measurement != "charger" or r._field == "in_wh")
+    |> filter(fn: (r) => (r._measurement != "charger" and r._measurement != "inverter") or r._field == "in_wh")
     |> map(fn: (r) => ({{
         _time: r._time,
         _value: r._value / 1000.0,
         _field:
             if r._measurement == "charger" then "solar"
+            else if r._measurement == "inverter" then "AC in"
             else if r._field == "in_wh" then "into battery"
             else "out of battery",
     }}))

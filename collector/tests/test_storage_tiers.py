@@ -252,7 +252,7 @@ def exact_energy(start_s: float, stop_s: float) -> tuple[float, float]:
 def energy_contents(client: InfluxDBClient, start_ms: int, stop_ms: int) -> dict[tuple[str, str, int], float]:
     query = (
         f'from(bucket: "{LAYOUT.energy_bucket}") |> range(start: {start_ms // 1000}, stop: {stop_ms // 1000})'
-        ' |> filter(fn: (r) => r.device == "en-bat" or r.device == "en-mppt")'
+        ' |> filter(fn: (r) => r.device == "en-bat" or r.device == "en-mppt" or r.device == "en-multi")'
     )
     out: dict[tuple[str, str, int], float] = {}
     for table in client.query_api().query(query):
@@ -282,6 +282,8 @@ def test_energy_per_hour_is_the_integral_of_power_and_a_gap_is_not_energy(
         points.append(parse_message("sunbox/en-bat/state", json.dumps(body).encode(), t + 1000))
         body = {"device_id": "en-mppt", "kind": "charger", "time_ms": t, "charge_power": 300.0}
         points.append(parse_message("sunbox/en-mppt/state", json.dumps(body).encode(), t + 1000))
+        body = {"device_id": "en-multi", "kind": "inverter", "time_ms": t, "ac_in_power": 200.0}
+        points.append(parse_message("sunbox/en-multi/state", json.dumps(body).encode(), t + 1000))
     write(client, points)
     script = LAYOUT.energy_task_flux()
     for h in range(1, 13):  # every hour for 12 hours, then nothing until the day is over
@@ -308,6 +310,8 @@ def test_energy_per_hour_is_the_integral_of_power_and_a_gap_is_not_energy(
         assert have[("en-bat", "covered_s", start)] == pytest.approx(seconds, abs=5.5), h
         assert have[("en-mppt", "in_wh", start)] == pytest.approx(300 * seconds / 3600, abs=300 * 5.5 / 3600), h
         assert have[("en-mppt", "out_wh", start)] == 0
+        # a Multi's AC input (shore power, a generator)
+        assert have[("en-multi", "in_wh", start)] == pytest.approx(200 * seconds / 3600, abs=200 * 5.5 / 3600), h
     assert 1190 < 3600 - have[("en-bat", "covered_s", base + 2 * HOUR)] < 1215, "the 20 minutes are not covered"
     total = sum(v for k, v in have.items() if k[:2] == ("en-bat", "in_wh"))
     out = sum(v for k, v in have.items() if k[:2] == ("en-bat", "out_wh"))

@@ -262,7 +262,7 @@ def test_energy_comes_from_the_stored_hours_with_gaps_as_gaps(web: WebServer) ->
     last = int(time.time()) // 3600 * 3600 - 3600
     day = lambda ago: by_start[(last // 86400 - ago) * 86400]  # noqa: E731
     assert day(10) == {"start": (last // 86400 - 10) * 86400, "charged": 6000.0, "discharged": 5600.0,
-                       "solar": 4000.0, "load": 3600.0, "coverage": 1.0, "partial": False}  # fmt: skip
+                       "solar": 4000.0, "ac_in": None, "load": 3600.0, "coverage": 1.0, "partial": False}  # fmt: skip
     gap = day(seed.ENERGY_GAP_DAY)
     assert gap["charged"] is None and gap["solar"] is None and gap["load"] is None and gap["coverage"] == 0
     half = day(seed.ENERGY_HALF_DAY)
@@ -765,6 +765,28 @@ def test_energy_counts_a_bank_once_and_not_its_packs(web: WebServer, influxdb: I
     after = energy()
     tail = 1000.0 * max(0, len(stamps) - 1) * 30 / 3600  # the first reading has no interval before it
     assert charged(after) - charged(before) == pytest.approx(1000.0 + tail, abs=1.0), (before, after, tail)
+
+
+def test_an_inverter_chargers_ac_input_is_in_the_load(web: WebServer, influxdb: InfluxDB) -> None:
+    """Issue 31: a Multi's AC input (shore power or a generator) feeds the loads and the
+    battery: it is its own series, and load = solar + AC in − charged + discharged."""
+    from influxdb_client import InfluxDBClient, WritePrecision
+    from influxdb_client.client.write_api import SYNCHRONOUS
+
+    def yesterday() -> dict[str, Any]:
+        rows = requests.get(f"{web.url}/api/energy?range=7d", timeout=60).json()["rows"]
+        return rows[-2]
+
+    before = yesterday()
+    assert before["ac_in"] is None
+    hour = before["start"] + 12 * 3600
+    point = "inverter,device=multi,kind=inverter in_wh=800,out_wh=0,covered_s=3600 " + str(hour * 1000)
+    with InfluxDBClient(url=influxdb.url, token=influxdb.token, org="sunbox") as client:
+        api = client.write_api(write_options=SYNCHRONOUS)
+        api.write("sunbox_energy", record=point, write_precision=WritePrecision.MS)
+    after = yesterday()
+    assert after["ac_in"] == 800.0 and after["load"] == pytest.approx(before["load"] + 800.0), (before, after)
+    assert after["charged"] == before["charged"] and after["solar"] == before["solar"]
 
 
 # --- alarms (issue 32) ----------------------------------------------------------------------

@@ -588,6 +588,8 @@ function energyChart(el, body) {
     ["discharged", "out of battery", "#ff8b3d"],
     ["load", "load", "#c77dff"],
   ];
+  // an inverter/charger's AC input (shore power, a generator), where there is one
+  if (rows.some((r) => r.ac_in !== null && r.ac_in !== undefined)) keys.splice(1, 0, ["ac_in", "AC in", "#4ca3ff"]);
   const max = Math.max(1, ...rows.flatMap((r) => keys.map(([k]) => r[k] || 0)));
   const rect = el.getBoundingClientRect();
   const w = Math.max(300, rect.width - 16);

@@ -4,11 +4,13 @@ Issue 31. InfluxDB task ``sunbox_energy`` (rendered here, created by ``sunbox in
 apply``) runs every hour and writes, per device and per hour, into the energy bucket
 (``StorageLayout.energy_bucket``, 10 years):
 
-* measurement: the device's kind, ``battery``, ``bank`` or ``charger``; tags ``device``
-  and ``kind`` as in the raw bucket; time: the hour's start;
+* measurement: the device's kind, ``battery``, ``bank``, ``charger`` or ``inverter``;
+  tags ``device`` and ``kind`` as in the raw bucket; time: the hour's start;
 * ``in_wh``: energy in (a battery's or bank's ``power`` > 0, charging; a charger's
-  ``charge_power``, its PV yield as delivered to the battery);
-* ``out_wh``: energy out (a battery's or bank's ``power`` < 0, discharging);
+  ``charge_power``, its PV yield as delivered to the battery; an inverter/charger's
+  ``ac_in_power`` > 0, what it takes from shore power or a generator);
+* ``out_wh``: energy out (a battery's or bank's ``power`` < 0, discharging; an
+  inverter's ``ac_in_power`` < 0, fed back to its AC input);
 * ``covered_s``: the seconds of the hour that readings cover.
 
 Each reading's power is taken as holding since the reading before it (a right-hand
@@ -35,7 +37,12 @@ from __future__ import annotations
 from string import Template
 
 #: (measurement, field) of the power each kind's energy is counted from
-POWER_SOURCES: tuple[tuple[str, str], ...] = (("battery", "power"), ("bank", "power"), ("charger", "charge_power"))
+POWER_SOURCES: tuple[tuple[str, str], ...] = (
+    ("battery", "power"),
+    ("bank", "power"),
+    ("charger", "charge_power"),
+    ("inverter", "ac_in_power"),
+)
 #: the fields the task writes per device and hour
 FIELDS = ("in_wh", "out_wh", "covered_s")
 

@@ -11,9 +11,11 @@ Signs follow the dashboards (``docs/dashboards.md``): on History, supply is posi
 negated; the Now page shows directions in words and arrows instead.
 
 Energy (:meth:`History.energy`): Wh per hour (last 24 h), day (last 7 or 30), month (last
-12) or year (last 10) of battery charge and discharge, solar (the chargers' yield) and
-load (solar − charged + discharged), summed over the banks and the batteries in no bank
-(a bank's packs and meter are counted once, through the bank: ``docs/banks.md``). The
+12) or year (last 10) of battery charge and discharge, solar (the chargers' yield), AC in
+(an inverter/charger's input: shore power, a generator) and load (solar + AC in −
+charged + discharged: every consumer, DC and AC, with the conversion losses), summed
+over the banks and the batteries in no bank (a bank's packs and meter are counted once,
+through the bank: ``docs/banks.md``). The
 hours come from the energy bucket the hourly task writes from full-resolution power
 (:mod:`sunbox.storage.energy`); the hours it has not written yet are counted from raw
 with the same Flux. Every period of the range is in the answer: one without readings is
@@ -410,7 +412,7 @@ class History:
         packs and meters, counted through their banks.
 
         Returns ``{"range", "every", "bucket", "raw_from", "rows": [{"start", "charged",
-        "discharged", "solar", "load", "coverage", "partial"}]}``: Wh, ``None`` where
+        "discharged", "solar", "ac_in", "load", "coverage", "partial"}]}``: Wh, ``None`` where
         nothing was read (a gap); ``coverage`` 0-1 of the battery side's time; ``partial``
         below :data:`PARTIAL_BELOW`.
 
@@ -501,7 +503,7 @@ def period_starts(every: str, count: int, now_s: float, offset_s: int) -> list[f
 
 
 def _energy_filter(not_member: str) -> str:
-    kinds = " or ".join(f'r._measurement == "{m}"' for m in (*_BATTERY_SIDE, "charger"))
+    kinds = " or ".join(f'r._measurement == "{m}"' for m in (*_BATTERY_SIDE, "charger", "inverter"))
     fields = " or ".join(f'r._field == "{f}"' for f in energy.FIELDS)
     return f"({kinds}) and ({fields})" + (f" and {not_member}" if not_member else "")
 
@@ -556,7 +558,8 @@ def energy_rows(rows: list[dict[str, str]], starts: list[float], now_s: float) -
         i = bisect.bisect_right(starts, _stamp(row["_time"])) - 1
         if i < 0:
             continue
-        side = "battery" if row.get("_measurement") in _BATTERY_SIDE else "charger"
+        measurement = row.get("_measurement")
+        side = "battery" if measurement in _BATTERY_SIDE else "ac" if measurement == "inverter" else "charger"
         key = f"{side}.{row.get('_field')}"
         sums[i][key] = sums[i].get(key, 0.0) + float(row["_value"])
         if side == "battery" and row.get("_field") == "covered_s" and float(row["_value"]) > 0:
@@ -569,17 +572,19 @@ def energy_rows(rows: list[dict[str, str]], starts: list[float], now_s: float) -
         solar = values.get("charger.in_wh") if "charger.covered_s" in values else None
         charged = round(values.get("battery.in_wh", 0.0), 1) if battery else None
         discharged = round(values.get("battery.out_wh", 0.0), 1) if battery else None
+        ac_in = values.get("ac.in_wh") if "ac.covered_s" in values else None
         expected = max(1, len(seen[i])) * max(1.0, stop - start)
         coverage = min(1.0, values.get("battery.covered_s", 0.0) / expected)
         load = None
-        if solar is not None and charged is not None and discharged is not None:
-            load = round(max(0.0, solar - charged + discharged), 1)
+        if charged is not None and discharged is not None and (solar is not None or ac_in is not None):
+            load = round(max(0.0, (solar or 0.0) + (ac_in or 0.0) - charged + discharged), 1)
         out.append(
             {
                 "start": start,
                 "charged": charged,
                 "discharged": discharged,
                 "solar": None if solar is None else round(solar, 1),
+                "ac_in": None if ac_in is None else round(ac_in, 1),
                 "load": load,
                 "coverage": round(coverage, 3),
                 "partial": battery and coverage < PARTIAL_BELOW,
