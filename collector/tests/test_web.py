@@ -262,7 +262,8 @@ def test_energy_comes_from_the_stored_hours_with_gaps_as_gaps(web: WebServer) ->
     last = int(time.time()) // 3600 * 3600 - 3600
     day = lambda ago: by_start[(last // 86400 - ago) * 86400]  # noqa: E731
     assert day(10) == {"start": (last // 86400 - 10) * 86400, "charged": 6000.0, "discharged": 5600.0,
-                       "solar": 4000.0, "ac_in": None, "load": 3600.0, "coverage": 1.0, "partial": False}  # fmt: skip
+                       "solar": 4000.0, "solar_by_charger": {"mppt": 4000.0}, "ac_in": None, "load": 3600.0,
+                       "coverage": 1.0, "partial": False}  # fmt: skip
     gap = day(seed.ENERGY_GAP_DAY)
     assert gap["charged"] is None and gap["solar"] is None and gap["load"] is None and gap["coverage"] == 0
     half = day(seed.ENERGY_HALF_DAY)
@@ -779,7 +780,7 @@ def test_an_inverter_chargers_ac_input_is_in_the_load(web: WebServer, influxdb: 
 
     before = yesterday()
     assert before["ac_in"] is None
-    hour = before["start"] + 12 * 3600
+    hour = int(before["start"]) + 12 * 3600
     point = "inverter,device=multi,kind=inverter in_wh=800,out_wh=0,covered_s=3600 " + str(hour * 1000)
     with InfluxDBClient(url=influxdb.url, token=influxdb.token, org="sunbox") as client:
         api = client.write_api(write_options=SYNCHRONOUS)

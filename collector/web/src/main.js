@@ -614,11 +614,14 @@ function energyChart(el, body) {
         return `<rect class="energy-gap" x="${x0.toFixed(1)}" y="${(hgt - 24).toFixed(1)}" width="${(slot * 0.8).toFixed(1)}" height="24"><title>${esc(label(r.start))}: no readings</title></rect>`;
       }
       const note = r.partial ? ` (partial: readings cover ${Math.round(r.coverage * 100)} %)` : "";
+      // the PV yield per charger, in the solar bar's tooltip
+      const byCharger = Object.entries(r.solar_by_charger || {});
+      const perCharger = byCharger.length > 1 ? " (" + byCharger.map(([d, wh]) => `${d} ${(wh / 1000).toFixed(2)}`).join(", ") + ")" : "";
       return keys
         .map(([k, , color], j) => {
           const v = r[k] || 0;
           const bh = (v / max) * (hgt - 20);
-          return `<rect x="${(x0 + j * bar).toFixed(1)}" y="${(hgt - bh).toFixed(1)}" width="${(bar - 1).toFixed(1)}" height="${bh.toFixed(1)}" fill="${color}"${r.partial ? ' fill-opacity="0.45" class="partial"' : ""}><title>${esc(label(r.start))} ${k}: ${r[k] === null ? "unknown" : (v / 1000).toFixed(2) + " kWh"}${note}</title></rect>`;
+          return `<rect x="${(x0 + j * bar).toFixed(1)}" y="${(hgt - bh).toFixed(1)}" width="${(bar - 1).toFixed(1)}" height="${bh.toFixed(1)}" fill="${color}"${r.partial ? ' fill-opacity="0.45" class="partial"' : ""}><title>${esc(label(r.start))} ${k}: ${r[k] === null ? "unknown" : (v / 1000).toFixed(2) + " kWh"}${k === "solar" ? esc(perCharger) : ""}${note}</title></rect>`;
         })
         .join("");
     })

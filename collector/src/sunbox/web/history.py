@@ -11,7 +11,8 @@ Signs follow the dashboards (``docs/dashboards.md``): on History, supply is posi
 negated; the Now page shows directions in words and arrows instead.
 
 Energy (:meth:`History.energy`): Wh per hour (last 24 h), day (last 7 or 30), month (last
-12) or year (last 10) of battery charge and discharge, solar (the chargers' yield), AC in
+12) or year (last 10) of battery charge and discharge, solar (the chargers' yield, in all
+and per charger), AC in
 (an inverter/charger's input: shore power, a generator) and load (solar + AC in −
 charged + discharged: every consumer, DC and AC, with the conversion losses), summed
 over the banks and the batteries in no bank (a bank's packs and meter are counted once,
@@ -412,7 +413,7 @@ class History:
         packs and meters, counted through their banks.
 
         Returns ``{"range", "every", "bucket", "raw_from", "rows": [{"start", "charged",
-        "discharged", "solar", "ac_in", "load", "coverage", "partial"}]}``: Wh, ``None`` where
+        "discharged", "solar", "solar_by_charger", "ac_in", "load", "coverage", "partial"}]}``: Wh, ``None`` where
         nothing was read (a gap); ``coverage`` 0-1 of the battery side's time; ``partial``
         below :data:`PARTIAL_BELOW`.
 
@@ -552,6 +553,7 @@ def energy_rows(rows: list[dict[str, str]], starts: list[float], now_s: float) -
     period shows, and a device added later does not make the past look partial."""
     sums: list[dict[str, float]] = [{} for _ in starts]
     seen: list[set[str]] = [set() for _ in starts]  # battery-side devices with readings, per period
+    chargers: list[dict[str, float]] = [{} for _ in starts]  # PV yield per charger, per period
     for row in rows:
         if not row.get("_value") or not row.get("_time"):
             continue
@@ -564,6 +566,9 @@ def energy_rows(rows: list[dict[str, str]], starts: list[float], now_s: float) -
         sums[i][key] = sums[i].get(key, 0.0) + float(row["_value"])
         if side == "battery" and row.get("_field") == "covered_s" and float(row["_value"]) > 0:
             seen[i].add(row.get("device", ""))
+        if side == "charger" and row.get("_field") == "in_wh":
+            device = row.get("device", "")
+            chargers[i][device] = chargers[i].get(device, 0.0) + float(row["_value"])
     out = []
     for i, start in enumerate(starts):
         values = sums[i]
@@ -584,6 +589,7 @@ def energy_rows(rows: list[dict[str, str]], starts: list[float], now_s: float) -
                 "charged": charged,
                 "discharged": discharged,
                 "solar": None if solar is None else round(solar, 1),
+                "solar_by_charger": {d: round(wh, 1) for d, wh in sorted(chargers[i].items())},
                 "ac_in": None if ac_in is None else round(ac_in, 1),
                 "load": load,
                 "coverage": round(coverage, 3),
