@@ -207,7 +207,7 @@ def test_history_carries_the_alarm_events_of_its_range(web: WebServer) -> None:
 
 def test_every_tier_lag_in_the_rule_matches_the_default_layout() -> None:
     lay = layout.parse(None)
-    assert lay.events_bucket == pick.EVENTS_BUCKET
+    assert lay.events_bucket == pick.EVENTS_BUCKET and lay.energy_bucket == pick.ENERGY_BUCKET
     tiers = {lay.bucket_of(t): t for t in lay.tiers}
     for step in pick.RULE[1:]:
         tier = tiers[step.bucket]

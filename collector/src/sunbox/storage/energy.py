@@ -43,6 +43,8 @@ POWER_SOURCES: tuple[tuple[str, str], ...] = (
     ("charger", "charge_power"),
     ("inverter", "ac_in_power"),
 )
+#: the measurements (device kinds) the task writes
+KINDS: tuple[str, ...] = tuple(dict.fromkeys(m for m, _ in POWER_SOURCES))
 #: the fields the task writes per device and hour
 FIELDS = ("in_wh", "out_wh", "covered_s")
 

@@ -19,6 +19,7 @@ from pydantic import BeforeValidator, model_validator
 
 from sunbox.config import ConfigError, Strict, read_yaml, validate
 
+from . import energy
 from .points import FLAG_FIELDS, LAST_VALUE_FIELDS, NOT_MEASURED
 
 DEFAULT_PATH = Path("/etc/sunbox/storage.yaml")
@@ -156,14 +157,12 @@ class StorageLayout(Strict):
         slowest = max(t.run_every_s for t in self.tiers)
         if slowest + max(t.every for t in self.tiers) > self.catchup:
             raise ValueError("catchup must cover the longest run_every plus the widest tier window")
-        if not _BUCKET.match(self.events_bucket):
-            raise ValueError(f"events_bucket {self.events_bucket!r} is not a valid bucket name")
-        if not 3600 <= self.events_shard_group <= self.events_retention:
-            raise ValueError("events_shard_group must lie between 1h and events_retention")
-        if not _BUCKET.match(self.energy_bucket):
-            raise ValueError(f"energy_bucket {self.energy_bucket!r} is not a valid bucket name")
-        if not 3600 <= self.energy_shard_group <= self.energy_retention:
-            raise ValueError("energy_shard_group must lie between 1h and energy_retention")
+        for kind in ("events", "energy"):
+            bucket, shard, retention = (getattr(self, f"{kind}_{k}") for k in ("bucket", "shard_group", "retention"))
+            if not _BUCKET.match(bucket):
+                raise ValueError(f"{kind}_bucket {bucket!r} is not a valid bucket name")
+            if not 3600 <= shard <= retention:
+                raise ValueError(f"{kind}_shard_group must lie between 1h and {kind}_retention")
         if not 10 <= self.energy_max_gap <= 3600:
             raise ValueError("energy_max_gap must lie between 10s and 1h")
         if self.energy_task.startswith(self.task_prefix + "_"):
@@ -208,9 +207,9 @@ class StorageLayout(Strict):
 
     def energy_task_flux(self) -> str:
         """The hourly energy task's Flux (:mod:`sunbox.storage.energy`)."""
-        from .energy import task_flux
-
-        return task_flux(self.energy_task, self.raw_bucket, self.energy_bucket, self.catchup, self.energy_max_gap)
+        return energy.task_flux(
+            self.energy_task, self.raw_bucket, self.energy_bucket, self.catchup, self.energy_max_gap
+        )
 
 
 def _any_field(names: frozenset[str]) -> str:

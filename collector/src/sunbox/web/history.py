@@ -12,19 +12,19 @@ negated; the Now page shows directions in words and arrows instead.
 
 Energy (:meth:`History.energy`): Wh per hour (last 24 h), day (last 7 or 30), month (last
 12) or year (last 10) of battery charge and discharge, solar (the chargers' yield, in all
-and per charger), AC in
-(an inverter/charger's input: shore power, a generator) and load (solar + AC in −
-charged + discharged: every consumer, DC and AC, with the conversion losses), summed
-over the banks and the batteries in no bank (a bank's packs and meter are counted once,
-through the bank: ``docs/banks.md``). The
-hours come from the energy bucket the hourly task writes from full-resolution power
-(:mod:`sunbox.storage.energy`); the hours it has not written yet are counted from raw
-with the same Flux. Every period of the range is in the answer: one without readings is
-a gap (``null``), one that readings cover only in part says how much (``coverage``).
+and per charger), AC in (an inverter/charger's input: shore power, a generator) and load
+(solar + AC in − charged + discharged: every consumer, DC and AC, with the conversion
+losses), summed over the banks and the batteries in no bank (a bank's packs and meter
+are counted once, through the bank: ``docs/banks.md``). The hours come from the energy
+bucket the hourly task writes from full-resolution power (:mod:`sunbox.storage.energy`);
+the hours it has not written yet are counted from raw with the same Flux. Every period
+of the range is in the answer: one without readings is a gap (``null``), one that
+readings cover only in part says how much (``coverage``).
 
 Alarm markers (:meth:`History.alarm_events`): the alarm engine's raised, acknowledged
-and cleared events in the chart's range (the events bucket, :data:`sunbox.storage.pick.EVENTS_BUCKET`),
-the newest :data:`MAX_EVENTS`; the chart draws each at its time.
+and cleared events in the chart's range (the events bucket,
+:data:`sunbox.storage.pick.EVENTS_BUCKET`), the newest :data:`MAX_EVENTS`; the chart
+draws each at its time.
 
 Queries go to InfluxDB's HTTP API (``POST /api/v2/query``, CSV without annotations)
 through aiohttp, which the display already runs on, rather than through
@@ -413,9 +413,9 @@ class History:
         packs and meters, counted through their banks.
 
         Returns ``{"range", "every", "bucket", "raw_from", "rows": [{"start", "charged",
-        "discharged", "solar", "solar_by_charger", "ac_in", "load", "coverage", "partial"}]}``: Wh, ``None`` where
-        nothing was read (a gap); ``coverage`` 0-1 of the battery side's time; ``partial``
-        below :data:`PARTIAL_BELOW`.
+        "discharged", "solar", "solar_by_charger", "ac_in", "load", "coverage",
+        "partial"}]}``: Wh, ``None`` where nothing was read (a gap); ``coverage`` 0-1 of the
+        battery side's time; ``partial`` below :data:`PARTIAL_BELOW`.
 
         Raises:
             HistoryError: unknown range.
@@ -504,7 +504,7 @@ def period_starts(every: str, count: int, now_s: float, offset_s: int) -> list[f
 
 
 def _energy_filter(not_member: str) -> str:
-    kinds = " or ".join(f'r._measurement == "{m}"' for m in (*_BATTERY_SIDE, "charger", "inverter"))
+    kinds = " or ".join(f'r._measurement == "{m}"' for m in energy.KINDS)
     fields = " or ".join(f'r._field == "{f}"' for f in energy.FIELDS)
     return f"({kinds}) and ({fields})" + (f" and {not_member}" if not_member else "")
 
