@@ -23,6 +23,8 @@ from sunbox.config import ConfigError, read_yaml, validate
 from . import notify
 from .rules import AlarmsConfig
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PATH = Path("/etc/sunbox/alarms.yaml")
 
 
@@ -75,6 +77,11 @@ def cmd_alarms(args: argparse.Namespace) -> int:
     if args.alarms_command == "test":
         return asyncio.run(_test(config))
     logging.getLogger().setLevel(config.log_level)
+    # the rules it runs, into the journal at each start (a second process for this, the
+    # unit's ExecStartPre, doubled the start's time on a slow machine)
+    for rule in config.all_rules():
+        log.info("rule %s: %s (%s)", rule.id, rule.describe(), rule.severity)
+    log.info("%s: %d rule(s), %d target(s)", args.config, len(config.all_rules()), len(config.notify.urls()))
     return asyncio.run(_run(config))
 
 
