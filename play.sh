@@ -112,8 +112,9 @@ case "${1:-}" in
     while [ "${1:-}" = --soak ] || [ "${1:-}" = --cuts ] || [ "${1:-}" = --release ] || [ "${1:-}" = --writes ]; do
       # --soak: the memory benchmark: services run this many seconds before the restart
       # check and the RSS report (the test command's default is 120); --cuts: how many
-      # power cuts (default 1); --release: the Debian release under the VM (trixie, as
-      # today's Raspberry Pi OS, or bookworm, its Legacy), docs/virtual-pi.md; --writes:
+      # power cuts (default 2: as played, then every reading synced); --release: the
+      # Debian release under the VM (trixie, as today's Raspberry Pi OS, or bookworm, its
+      # Legacy), docs/virtual-pi.md; --writes:
       # the disk-write benchmark, seconds per measured window (docs/storage.md)
       if [ "$1" = --release ]; then
         [[ "${2:-}" =~ ^(trixie|bookworm)$ ]] || { echo "play.sh: --release takes trixie or bookworm" >&2; exit 2; }
