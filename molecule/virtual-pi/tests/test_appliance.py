@@ -480,7 +480,7 @@ def test_the_backup_reaches_a_lan_host_over_ssh_through_the_roles_mount(
             f" && chown {LAN_HOST_USER}: {LAN_HOST_DIR}/.ssh/authorized_keys"
             f" && chmod 0600 {LAN_HOST_DIR}/.ssh/authorized_keys"
         )
-        known_hosts = host.check_output("ssh-keyscan -t ed25519 127.0.0.1 2>/dev/null")
+        known_hosts = host.check_output("ssh-keyscan -t ed25519 127.0.0.1 2>/dev/null | grep -v '^#'")
     assert known_hosts.startswith("127.0.0.1 ssh-ed25519 "), known_hosts
     target = {
         "backup_usb_label": "",
